@@ -1,0 +1,34 @@
+"""bnnslstm: Apple Accelerate's BNNS LSTM, portable, byte-compatible and fast.
+
+Three ways in: ``cimport bnnslstm.bnns`` from Cython (Apple's structs and functions), the struct
+mirrors and functions below from Python, and the ``LSTM`` layer.
+"""
+
+from bnnslstm._api import BNNSError, direct_apply_lstm_batch_training_caching
+from bnnslstm._enums import (
+    ActivationFunction,
+    DataLayout,
+    DataType,
+    Flags,
+    LayerFlags,
+    NDArrayFlags,
+)
+from bnnslstm._layer import LSTM
+from bnnslstm._mirror import (
+    Activation,
+    FilterParameters,
+    LayerParametersLSTM,
+    LSTMDataDescriptor,
+    LSTMGateDescriptor,
+    NDArrayDescriptor,
+)
+from bnnslstm.bnns import ABI_VERSION
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ABI_VERSION", "LSTM", "Activation", "ActivationFunction", "BNNSError", "DataLayout",
+    "DataType", "FilterParameters", "Flags", "LSTMDataDescriptor", "LSTMGateDescriptor",
+    "LayerFlags", "LayerParametersLSTM", "NDArrayDescriptor", "NDArrayFlags",
+    "direct_apply_lstm_batch_training_caching",
+]

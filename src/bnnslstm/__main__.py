@@ -1,0 +1,5 @@
+import sys
+
+from bnnslstm._cli import main
+
+sys.exit(main())

@@ -1,0 +1,9 @@
+# cython: language_level=3
+# The entry points' bodies. bnns.pyx forwards to these; it cannot cimport _plan itself, since
+# _plan's structs embed bnns types and Cython would then declare them out of order.
+from bnnslstm.bnns cimport BNNSFilterParameters, BNNSLayerParametersLSTM
+
+cdef int forward_entry(const BNNSLayerParametersLSTM *layer_params,
+                       const BNNSFilterParameters *filter_params,
+                       void *training_cache_ptr, size_t training_cache_capacity) noexcept nogil
+cdef const char *entry_last_error() noexcept nogil

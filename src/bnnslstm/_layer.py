@@ -1,0 +1,256 @@
+"""``bnnslstm.LSTM``: a layer that feels like ``torch.nn.LSTM``, running on the BNNS structs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from bnnslstm._api import BNNSError, direct_apply_lstm_batch_training_caching
+from bnnslstm._enums import ActivationFunction, DataLayout, LayerFlags
+from bnnslstm._mirror import (
+    Activation,
+    LayerParametersLSTM,
+    LSTMDataDescriptor,
+    NDArrayDescriptor,
+)
+
+GATES = ("input", "forget", "candidate", "output")  # struct order (i, f, g, o)
+_DEFAULT_FUNCS = (ActivationFunction.Sigmoid, ActivationFunction.Sigmoid,
+                  ActivationFunction.Tanh, ActivationFunction.Sigmoid)
+
+ActivationSpec = Union[int, str, Activation, tuple]
+
+
+def make_activation(spec: ActivationSpec) -> Activation:
+    """An ``Activation`` from a function (enum, int or name) or a (function, alpha, beta) tuple."""
+    if isinstance(spec, Activation):
+        return spec
+    alpha = beta = 0.0
+    if isinstance(spec, tuple):
+        spec, alpha, beta = (tuple(spec) + (0.0, 0.0))[:3]
+    fn = ActivationFunction[spec] if isinstance(spec, str) else ActivationFunction(spec)
+    return Activation(function=fn, alpha=alpha, beta=beta)
+
+
+def param_key(kind: str, gate: str, layer: int, direction: int) -> str:
+    """Key of ``LSTM.params``: e.g. ``w_x_input_l0``, ``b_output_l1_reverse``."""
+    return f"{kind}_{gate}_l{layer}" + ("_reverse" if direction else "")
+
+
+class LSTM:
+    """A stacked, optionally bidirectional LSTM on the BNNS LSTM functions.
+
+    Shapes follow PyTorch: x is (T, N, I), or (N, T, I) with ``batch_first``; h0/c0 and the
+    returned h_n/c_n are (num_layers * num_directions, N, H).
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bias: bool = True,
+        bidirectional: bool = False,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        peephole: str | None = None,
+        gate_activations: Sequence[ActivationSpec] | None = None,
+        hidden_activation: ActivationSpec | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if peephole not in (None, "diagonal", "full"):
+            raise ValueError(f"peephole must be None, 'diagonal' or 'full', not {peephole!r}")
+        if gate_activations is not None and len(gate_activations) != 4:
+            raise ValueError("gate_activations needs 4 entries (input, forget, candidate, output)")
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bias, self.bidirectional, self.batch_first = bias, bidirectional, batch_first
+        self.dropout, self.peephole, self.seed = float(dropout), peephole, seed
+        self.num_directions = D = 2 if bidirectional else 1
+        self.default_activations = gate_activations is None and hidden_activation is None
+        self.gate_activations = [make_activation(a) for a in (gate_activations or _DEFAULT_FUNCS)]
+        self.hidden_activation = make_activation(
+            ActivationFunction.Tanh if hidden_activation is None else hidden_activation)
+        self._reverse_time = False   # ONNX direction="reverse" (see from_onnx)
+
+        # Weights live in the BNNS memory order of spec 3.3; params holds views into them.
+        rng = np.random.default_rng(seed)
+        k = 1.0 / np.sqrt(hidden_size)
+        L, H, I = num_layers, hidden_size, input_size
+
+        def init(*shape: int) -> np.ndarray:
+            return rng.uniform(-k, k, size=shape).astype(np.float32)
+
+        self._wx0 = [init(D, H, I) for _ in GATES]                       # iw_desc[0]: layer 0
+        self._wx1 = [init(L - 1, D, H, D * H) for _ in GATES] if L > 1 else None  # iw_desc[1]
+        self._wh = [init(L, D, H, H) for _ in GATES]
+        self._b = [init(L, D, H) for _ in GATES] if bias else None
+        self._wc = None
+        if peephole == "full":
+            self._wc = [init(L, D, H, H) for _ in GATES]
+        elif peephole == "diagonal":
+            self._wc = [init(L, D, H) for _ in GATES]
+        self.params = self._views()
+        self._template = self._build_template()
+
+    # -- parameters ------------------------------------------------------------------------
+    def _views(self) -> dict[str, np.ndarray]:
+        views: dict[str, np.ndarray] = {}
+        for g, gate in enumerate(GATES):
+            for layer in range(self.num_layers):
+                for d in range(self.num_directions):
+                    wx = self._wx0[g][d] if layer == 0 else self._wx1[g][layer - 1, d]
+                    views[param_key("w_x", gate, layer, d)] = wx
+                    views[param_key("w_h", gate, layer, d)] = self._wh[g][layer, d]
+                    if self._wc is not None:
+                        views[param_key("w_c", gate, layer, d)] = self._wc[g][layer, d]
+                    if self._b is not None:
+                        views[param_key("b", gate, layer, d)] = self._b[g][layer, d]
+        return views
+
+    def _build_template(self) -> LayerParametersLSTM:
+        """The parameters struct with every weight descriptor filled; forward copies it."""
+        p = LayerParametersLSTM(
+            input_size=self.input_size, hidden_size=self.hidden_size,
+            num_layers=self.num_layers, dropout=self.dropout,
+            lstm_flags=(LayerFlags.LSTMBidirectional if self.bidirectional else 0)
+            | (LayerFlags.LSTMDefaultActivations if self.default_activations else 0),
+            hidden_activation=self.hidden_activation,
+        )
+        for g, gate in enumerate(p.gates):
+            wx0 = NDArrayDescriptor(data=self._wx0[g])
+            wx1 = NDArrayDescriptor(data=self._wx1[g]) if self._wx1 is not None else wx0
+            gate.iw_desc = (wx0, wx1)
+            gate.hw_desc = NDArrayDescriptor(data=self._wh[g])
+            if self._wc is not None:
+                gate.cw_desc = NDArrayDescriptor(
+                    data=self._wc[g],
+                    layout=DataLayout.Vector if self.peephole == "diagonal" else 0)
+            if self._b is not None:
+                gate.b_desc = NDArrayDescriptor(data=self._b[g])
+            gate.activation = self.gate_activations[g]
+        return p
+
+    # -- forward ---------------------------------------------------------------------------
+    def forward(
+        self,
+        x: Any,
+        h0: Any = None,
+        c0: Any = None,
+        *,
+        lengths: Any = None,
+        training: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+        """Run the layer; returns ``y, (h_n, c_n)`` like ``torch.nn.LSTM``.
+
+        ``lengths`` (one per sample, any order) runs a variable-length batch: the layer sorts
+        the samples, passes per-step batch sizes in ``sequence_descriptor`` and restores the
+        order. Outputs past a sample's length are 0; its h_n/c_n are from its last step.
+        """
+        if training:
+            raise NotImplementedError("training=True needs the training cache and backward "
+                                      "pass, which are not implemented yet")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 3:
+            raise BNNSError(f"x must have 3 dimensions, got shape {x.shape}")
+        T, N = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        bn = 0 if self.batch_first else 1            # batch axis of x and y
+        h0 = self._state(h0, N, "h0")
+        c0 = self._state(c0, N, "c0")
+        order = None
+        if lengths is not None:
+            lengths = self._lengths(lengths, N, T)
+            order = np.argsort(-lengths, kind="stable")
+            x, lengths = np.take(x, order, axis=bn), lengths[order]
+            h0 = None if h0 is None else np.ascontiguousarray(h0[:, :, order])
+            c0 = None if c0 is None else np.ascontiguousarray(c0[:, :, order])
+        if self._reverse_time:
+            x = _reverse_sequences(x, lengths, bn)
+
+        y = np.empty((N, T, D * H) if self.batch_first else (T, N, D * H), np.float32)
+        hn = np.empty((L, D, N, H), np.float32)
+        cn = np.empty((L, D, N, H), np.float32)
+        p = LayerParametersLSTM.from_buffer_copy(self._template)
+        p.batch_size, p.seq_len = N, T
+        layout = DataLayout.NSE if self.batch_first else DataLayout.SNE
+        p.input_descriptor = LSTMDataDescriptor(
+            data_desc=NDArrayDescriptor(data=x, layout=layout),
+            hidden_desc=NDArrayDescriptor(data=h0),
+            cell_state_desc=NDArrayDescriptor(data=c0))
+        p.output_descriptor = LSTMDataDescriptor(
+            data_desc=NDArrayDescriptor(data=y, layout=layout),
+            hidden_desc=NDArrayDescriptor(data=hn), cell_state_desc=NDArrayDescriptor(data=cn))
+        if lengths is not None:
+            batch_sizes = (lengths[None, :] > np.arange(T)[:, None]).sum(1).astype(np.uint64)
+            p.sequence_descriptor = NDArrayDescriptor(data=batch_sizes,
+                                                      layout=DataLayout.Vector)
+        # from_buffer_copy drops the weights' keep-alive references: the template holds them.
+        direct_apply_lstm_batch_training_caching(p)
+
+        if self._reverse_time:
+            y = _reverse_sequences(y, lengths, bn)
+        hn, cn = hn.reshape(L * D, N, H), cn.reshape(L * D, N, H)
+        if order is not None:
+            inverse = np.argsort(order)
+            y = np.take(y, inverse, axis=bn)
+            hn, cn = hn[:, inverse], cn[:, inverse]
+        return y, (hn, cn)
+
+    __call__ = forward
+
+    def _state(self, s: Any, N: int, name: str) -> np.ndarray | None:
+        if s is None:
+            return None
+        s = np.asarray(s, dtype=np.float32)
+        want = (self.num_layers * self.num_directions, N, self.hidden_size)
+        if s.shape != want:
+            raise BNNSError(f"{name} has shape {s.shape}, expected {want}")
+        return np.ascontiguousarray(
+            s.reshape(self.num_layers, self.num_directions, N, self.hidden_size))
+
+    @staticmethod
+    def _lengths(lengths: Any, N: int, T: int) -> np.ndarray:
+        lengths = np.asarray(lengths)
+        if lengths.shape != (N,) or not np.issubdtype(lengths.dtype, np.integer):
+            raise BNNSError(f"lengths must be {N} integers, got {lengths.dtype} {lengths.shape}")
+        if lengths.size and (lengths.min() < 0 or lengths.max() > T):
+            raise BNNSError(f"lengths must lie in [0, {T}], got [{lengths.min()}, "
+                            f"{lengths.max()}]")
+        return lengths.astype(np.int64)
+
+    # -- interop (implemented in bnnslstm._interop) -----------------------------------------
+    @classmethod
+    def from_torch(cls, module: Any) -> LSTM:
+        """A copy of a ``torch.nn.LSTM`` (gate order i, f, g, o; biases b_ih + b_hh summed)."""
+        from bnnslstm._interop import from_torch
+        return from_torch(cls, module)
+
+    def to_torch(self) -> Any:
+        """A ``torch.nn.LSTM`` with these weights (no peepholes, default activations only)."""
+        from bnnslstm._interop import to_torch
+        return to_torch(self)
+
+    @classmethod
+    def from_onnx(cls, W: Any, R: Any, B: Any = None, P: Any = None, *,
+                  direction: str = "forward", **attributes: Any) -> LSTM:
+        """An LSTM from ONNX LSTM operator tensors (gate order i, o, f, c; see _interop)."""
+        from bnnslstm._interop import from_onnx
+        return from_onnx(cls, W, R, B, P, direction=direction, **attributes)
+
+
+def _reverse_sequences(a: np.ndarray, lengths: np.ndarray | None, batch_axis: int) -> np.ndarray:
+    """Reverse each sample's first `length` steps in time (ONNX 'reverse' direction)."""
+    time_axis = 1 - batch_axis
+    if lengths is None:
+        return np.ascontiguousarray(np.flip(a, axis=time_axis))
+    out = np.zeros_like(a)
+    for n, length in enumerate(lengths):
+        idx = [slice(None)] * 3
+        idx[batch_axis] = n
+        src = a[tuple(idx)]                      # (T, E) for this sample
+        dst = out[tuple(idx)]
+        dst[:length] = src[:length][::-1]
+    return out

@@ -1,0 +1,160 @@
+"""Random LSTM problems and their BNNS structs, in every layout/stride variant the spec allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from reference import Problem
+
+import bnnslstm as bl
+
+DL = bl.DataLayout
+
+
+def random_problem(
+    rng: np.random.Generator, I: int = 3, H: int = 4, N: int = 2, L: int = 1, S: int = 5,
+    bidir: bool = False, bias: bool | list = True, peephole: str | list | None = None,
+    separate_wx1: bool | None = None, h0: bool = True, c0: bool = True,
+    acts: list | None = None, hidden_act: tuple | None = None, lengths: list | None = None,
+    scale: float = 0.5,
+) -> Problem:
+    """peephole: None, "full", "diag", or a per-gate list of those; bias: bool or per-gate list.
+    acts/hidden_act given means the DefaultActivations flag is clear."""
+    D = 2 if bidir else 1
+    W1 = D * H
+    if separate_wx1 is None:
+        separate_wx1 = L > 1 and (W1 != I or bool(rng.integers(2)))
+
+    def u(*shape: int) -> np.ndarray:
+        return rng.uniform(-scale, scale, size=shape).astype(np.float32)
+
+    peeps = peephole if isinstance(peephole, list) else [peephole] * 4
+    biases = bias if isinstance(bias, list) else [bias] * 4
+    p = Problem(
+        I=I, H=H, N=N, L=L, S=S, bidir=bidir, x=u(S, N, I),
+        wx0=[u(1 if separate_wx1 else L, D, H, I) for _ in range(4)],
+        wx1=[u(L - 1, D, H, W1) for _ in range(4)] if separate_wx1 else None,
+        wh=[u(L, D, H, H) for _ in range(4)],
+        wc=[None if k is None else (u(L, D, H, H) if k == "full" else u(L, D, H)) for k in peeps],
+        b=[u(L, D, H) if k else None for k in biases],
+        h0=u(L, D, N, H) if h0 else None, c0=u(L, D, N, H) if c0 else None,
+    )
+    if acts is not None or hidden_act is not None:
+        p.default_acts = False
+        p.acts = acts if acts is not None else p.acts
+        p.hidden_act = hidden_act if hidden_act is not None else p.hidden_act
+    if lengths is not None:
+        lengths = np.sort(np.asarray(lengths))[::-1]
+        p.batch_sizes = (lengths[None, :] > np.arange(S)[:, None]).sum(1)
+    return p
+
+
+def embed(a: np.ndarray, strided: bool, uniform: bool = False) -> np.ndarray:
+    """A copy of a, contiguous, or as a strided view (every other element, padded rows unless
+    `uniform`, as a rank-1 layout needs) of a NaN-filled buffer, so that a read outside the
+    described elements shows up as NaN."""
+    if not strided:
+        return np.ascontiguousarray(a, dtype=np.float32)
+    if uniform:
+        view = np.full(2 * a.size, np.nan, np.float32)[::2].reshape(a.shape)
+        view[...] = a
+        return view
+    n = a.shape[-1]
+    big = np.full(a.shape[:-1] + (2 * n + 3,), np.nan, np.float32)
+    view = big[..., : 2 * n : 2]
+    view[...] = a
+    return view
+
+
+_SEQ = {"SNE": DL.SNE, "NSE": DL.NSE, 0: 0}
+_RANKED = {0: 0, "4D": DL.FourDLastMajor, "3D": DL.ThreeDLastMajor, "2D": DL.RowMajorMatrix,
+           "Vector": DL.Vector}
+
+
+@dataclass
+class Built:
+    params: bl.LayerParametersLSTM
+    problem: Problem
+    y_layout: object
+    y: np.ndarray | None
+    hn: np.ndarray | None
+    cn: np.ndarray | None
+
+    def outputs(self) -> tuple:
+        """y as (S, N, D*H), h_n and c_n as (L, D, N, H)."""
+        y = self.y
+        if y is not None and self.y_layout == "NSE":
+            y = y.transpose(1, 0, 2)
+        return y, self.hn, self.cn
+
+
+def seq_desc(a: np.ndarray, layout: object, strided: bool, fill: float | None = None) -> tuple:
+    """Descriptor of a logical (S, N, E) tensor in SNE/NSE; returns (desc, view)."""
+    mem = a.transpose(1, 0, 2) if layout == "NSE" else a
+    view = embed(mem, strided)
+    if fill is not None:
+        view[...] = fill
+    return bl.NDArrayDescriptor(data=view, layout=_SEQ[layout]), view
+
+
+def build(
+    p: Problem, *, x_layout: object = "SNE", y_layout: object = "SNE", strided: bool = False,
+    weight_layout: object = 0, state_layout: object = 0, zero_sizes: bool = False,
+    seq_dtype: str = "uint32", outputs: bool = True, fill: float = 7.0,
+) -> Built:
+    """BNNS structs for problem p; output buffers are pre-filled with `fill`."""
+    D, H = p.D, p.H
+
+    def desc(a: np.ndarray | None, layout: object = 0) -> bl.NDArrayDescriptor:
+        if a is None:
+            return bl.NDArrayDescriptor()
+        d = bl.NDArrayDescriptor(data=embed(a, strided, uniform=layout == "Vector"),
+                                 layout=_RANKED[layout])
+        if zero_sizes:
+            d.size = [0] * 8
+        return d
+
+    xd, _ = seq_desc(p.x, x_layout, strided)
+    params = bl.LayerParametersLSTM(
+        input_size=p.I, hidden_size=H, batch_size=p.N, num_layers=p.L, seq_len=p.S,
+        lstm_flags=(bl.LayerFlags.LSTMBidirectional if p.bidir else 0)
+        | (bl.LayerFlags.LSTMDefaultActivations if p.default_acts else 0),
+        hidden_activation=bl.Activation(function=p.hidden_act[0], alpha=p.hidden_act[1],
+                                        beta=p.hidden_act[2]),
+    )
+    if zero_sizes:
+        xd.size = [0] * 8
+    y = hn = cn = None
+    yd = hd = cd = bl.NDArrayDescriptor()
+    if outputs:
+        yd, y = seq_desc(np.zeros((p.S, p.N, D * H), np.float32), y_layout, strided, fill)
+        hn, cn = (embed(np.full((p.L, D, p.N, H), fill, np.float32), strided,
+                        uniform=state_layout == "Vector") for _ in range(2))
+        hd = bl.NDArrayDescriptor(data=hn, layout=_RANKED[state_layout])
+        cd = bl.NDArrayDescriptor(data=cn, layout=_RANKED[state_layout])
+    params.input_descriptor = bl.LSTMDataDescriptor(
+        data_desc=xd, hidden_desc=desc(p.h0, state_layout),
+        cell_state_desc=desc(p.c0, state_layout))
+    params.output_descriptor = bl.LSTMDataDescriptor(data_desc=yd, hidden_desc=hd,
+                                                     cell_state_desc=cd)
+    for k, gate in enumerate(params.gates):
+        wx0 = desc(p.wx0[k], weight_layout)
+        wx1 = desc(p.wx1[k], weight_layout) if p.wx1 is not None else wx0  # article pattern
+        gate.iw_desc = (wx0, wx1)
+        gate.hw_desc = desc(p.wh[k], weight_layout)
+        if p.wc[k] is not None:
+            diag = p.wc[k].ndim == 3
+            gate.cw_desc = desc(p.wc[k], "Vector" if diag else weight_layout)
+        gate.b_desc = desc(p.b[k])
+        fn, alpha, beta = p.acts[k]
+        gate.activation = bl.Activation(function=fn, alpha=alpha, beta=beta)
+    if p.batch_sizes is not None:
+        params.sequence_descriptor = bl.NDArrayDescriptor(
+            data=np.asarray(p.batch_sizes, dtype=seq_dtype), layout=DL.Vector)
+    return Built(params, p, y_layout, y, hn, cn)
+
+
+def run(built: Built, filter_params: bl.FilterParameters | None = None) -> tuple:
+    bl.direct_apply_lstm_batch_training_caching(built.params, filter_params)
+    return built.outputs()

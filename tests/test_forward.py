@@ -1,0 +1,237 @@
+"""Forward features (spec sections 3, 4.2, 6, 7) against the float64 reference."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+
+import numpy as np
+import pytest
+import reference as ref
+from problems import build, random_problem, run
+
+import bnnslstm as bl
+
+RTOL, ATOL = 1e-4, 2e-5
+
+
+def check(built, filter_params=None):
+    y, hn, cn = run(built, filter_params)
+    ry, rhn, rcn = ref.forward(built.problem)
+    if y is not None:
+        np.testing.assert_allclose(y, ry, rtol=RTOL, atol=ATOL, err_msg="y")
+    if hn is not None:
+        np.testing.assert_allclose(hn, rhn, rtol=RTOL, atol=ATOL, err_msg="h_n")
+    if cn is not None:
+        np.testing.assert_allclose(cn, rcn, rtol=RTOL, atol=ATOL, err_msg="c_n")
+    return y, hn, cn
+
+
+@pytest.mark.parametrize("bidir", [False, True])
+@pytest.mark.parametrize("L", [1, 2, 3, 4])
+@pytest.mark.parametrize("separate_wx1", [True, False])
+def test_stacks_and_directions(rng, bidir, L, separate_wx1):
+    # D1/D2: iw_desc[1] holds layers >= 1 ([L-1][D][H][D*H]); without it, iw_desc[0] holds
+    # every layer, which needs input_size == D*H.
+    H = 4
+    I = 2 * H if (bidir and not separate_wx1) else (H if not separate_wx1 else 3)
+    p = random_problem(rng, I=I, H=H, N=3, L=L, S=6, bidir=bidir, separate_wx1=separate_wx1)
+    check(build(p))
+
+
+def test_article_pattern_same_descriptor_in_both_slots(rng):
+    # Apple's article passes the same descriptor twice; with W1 == I that is all layers in [0].
+    p = random_problem(rng, I=4, H=4, L=3, separate_wx1=False)
+    check(build(p))
+
+
+def test_larger_odd_sizes(rng):
+    # Sizes that are not multiples of a vector width, all features on.
+    p = random_problem(rng, I=19, H=37, N=5, L=2, S=7, bidir=True, peephole="full", scale=0.2)
+    check(build(p))
+
+
+@pytest.mark.parametrize("bias", [[True] * 4, [False] * 4, [True, False, True, False],
+                                  [False, False, False, True]])
+def test_bias_per_gate(rng, bias):
+    check(build(random_problem(rng, L=2, bidir=True, bias=bias)))
+
+
+PEEPHOLE_CASES = [
+    ["full"] * 4, ["diag"] * 4,
+    ["full", None, None, None], [None, "full", None, None], [None, None, "full", None],
+    [None, None, None, "full"], ["diag", None, None, "diag"], [None, None, "diag", None],
+    ["full", "diag", None, "full"], ["diag", "full", "full", "diag"],
+]
+
+
+@pytest.mark.parametrize("peeps", PEEPHOLE_CASES)
+def test_peepholes_per_gate(rng, peeps):
+    # D16 (candidate gate too), D18 (diagonal by layout); the output gate reads the new cell.
+    check(build(random_problem(rng, H=5, L=2, bidir=True, peephole=peeps)))
+
+
+ALPHA_BETA = {8: (-0.5, 0.6), 28: (0.1, -0.2), 15: (0.2, 0.5)}
+ELEMENTWISE = sorted(ref.ACTIVATIONS)
+
+
+@pytest.mark.parametrize("fn", ELEMENTWISE)
+@pytest.mark.parametrize("slot", ["input", "forget", "candidate", "output", "hidden"])
+def test_every_activation_in_every_slot(rng, fn, slot):
+    alpha, beta = ALPHA_BETA.get(fn, (0.7, 0.3))
+    acts = list(ref.DEFAULT_GATE_ACTS)
+    hidden = (ref.TANH, 0.0, 0.0)
+    if slot == "hidden":
+        hidden = (fn, alpha, beta)
+    else:
+        acts[["input", "forget", "candidate", "output"].index(slot)] = (fn, alpha, beta)
+    p = random_problem(rng, H=6, N=3, S=4, acts=acts, hidden_act=hidden, scale=0.8)
+    check(build(p))
+
+
+def test_all_custom_activations_bidirectional_stacked(rng):
+    acts = [(2, 0.1, 0.0), (15, 0.2, 0.5), (5, 1.2, 0.8), (17, 0.0, 0.0)]
+    p = random_problem(rng, L=2, bidir=True, acts=acts, hidden_act=(31, 0.0, 0.0))
+    check(build(p))
+
+
+def test_default_flag_overrides_activations(rng):
+    # With DefaultActivations set, the struct's activations (even invalid ones) are ignored.
+    p = random_problem(rng, L=2)
+    built = build(p)
+    for gate in built.params.gates:
+        gate.activation = bl.Activation(function=bl.ActivationFunction.Softmax)
+    built.params.hidden_activation = bl.Activation(function=bl.ActivationFunction.Identity)
+    check(built)
+
+
+def test_zero_filled_activation_is_identity(rng):
+    # D14: flag clear and a zero-filled BNNSActivation means Identity, used literally.
+    p = random_problem(rng, acts=[(0, 0.0, 0.0)] * 4, hidden_act=(0, 0.0, 0.0))
+    built = build(p)
+    for gate in built.params.gates:
+        gate.activation = bl.Activation()
+    built.params.hidden_activation = bl.Activation()
+    check(built)
+
+
+@pytest.mark.parametrize("x_layout,y_layout", list(itertools.product(["SNE", "NSE", 0], repeat=2)))
+@pytest.mark.parametrize("strided", [False, True])
+def test_data_layouts_and_strides(rng, x_layout, y_layout, strided):
+    p = random_problem(rng, I=5, H=3, N=4, S=6, L=2, bidir=True, peephole="diag")
+    check(build(p, x_layout=x_layout, y_layout=y_layout, strided=strided))
+
+
+@pytest.mark.parametrize("weight_layout", [0, "4D", "2D"])
+@pytest.mark.parametrize("state_layout", [0, "4D", "3D", "2D", "Vector"])
+@pytest.mark.parametrize("strided", [False, True])
+def test_weight_and_state_layouts(rng, weight_layout, state_layout, strided):
+    # D3/D4: LastMajor layouts of any rank; lower ranks fold the outer dimensions.
+    p = random_problem(rng, I=3, H=4, N=2, S=4, L=2, bidir=True, peephole="full")
+    check(build(p, weight_layout=weight_layout, state_layout=state_layout, strided=strided))
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_zero_sizes_are_filled_from_scalars(rng, strided):
+    p = random_problem(rng, I=3, H=4, N=2, S=4, L=2, bidir=True, peephole="diag")
+    check(build(p, zero_sizes=True, strided=strided))
+
+
+@pytest.mark.parametrize("h0,c0", [(False, False), (True, False), (False, True), (True, True)])
+def test_initial_state_null_means_zero(rng, h0, c0):
+    check(build(random_problem(rng, L=2, bidir=True, h0=h0, c0=c0)))
+
+
+def test_null_outputs_are_skipped(rng):
+    p = random_problem(rng, L=2, bidir=True)
+    built = build(p)
+    ry, rhn, rcn = ref.forward(p)
+    built.params.output_descriptor.data_desc = bl.NDArrayDescriptor()
+    built.params.output_descriptor.cell_state_desc = bl.NDArrayDescriptor()
+    run(built)
+    np.testing.assert_allclose(built.hn, rhn, rtol=RTOL, atol=ATOL)
+    assert np.all(built.y == 7.0) and np.all(built.cn == 7.0)
+
+
+@pytest.mark.parametrize("lengths", [[5, 5, 5], [5, 3, 1], [4, 2, 2], [5, 0, 0], [2, 1, 1]])
+@pytest.mark.parametrize("bidir", [False, True])
+@pytest.mark.parametrize("seq_dtype", ["uint32", "uint64", "int32", "int64"])
+def test_sequence_batch_sizes(rng, lengths, bidir, seq_dtype):
+    # D5: samples n < bs[t] run at step t; padded outputs are 0; h_n/c_n from each sample's
+    # last step; the reverse direction starts at each sample's own last step.
+    p = random_problem(rng, N=3, S=5, L=2, bidir=bidir, lengths=lengths, peephole="diag")
+    y, hn, cn = check(build(p, seq_dtype=seq_dtype))
+    for n, length in enumerate(sorted(lengths, reverse=True)):
+        assert np.all(y[length:, n] == 0.0)
+
+
+def test_sequence_descriptor_ignored_for_one_step(rng):
+    # Spec 3.4: with seq_len == 1 the sequence descriptor is ignored (all N samples run).
+    p = random_problem(rng, N=3, S=1)
+    built = build(p)
+    built.params.sequence_descriptor = bl.NDArrayDescriptor(
+        data=np.array([1], np.uint32), layout=bl.DataLayout.Vector)
+    check(built)
+
+
+def test_sequence_descriptor_with_stride(rng):
+    p = random_problem(rng, N=3, S=4, lengths=[4, 2, 1])
+    built = build(p)
+    strided = np.zeros(8, np.uint32)
+    strided[::2] = p.batch_sizes
+    built.params.sequence_descriptor = bl.NDArrayDescriptor(data=strided[::2],
+                                                            layout=bl.DataLayout.Vector)
+    check(built)
+
+
+@pytest.mark.parametrize("n_threads", [0, 1, 2, 7])
+def test_filter_params_threads(rng, n_threads):
+    p = random_problem(rng, L=2, bidir=True)
+    check(build(p), bl.FilterParameters(n_threads=n_threads, flags=bl.Flags.UseClientPtr))
+
+
+def test_filter_params_allocator_is_used_and_balanced(rng):
+    live: dict[int, ctypes.Array] = {}
+    calls = {"alloc": 0, "free": 0}
+
+    def alloc(memptr, alignment, size):
+        calls["alloc"] += 1
+        assert alignment >= ctypes.sizeof(ctypes.c_void_p) and alignment & (alignment - 1) == 0
+        buf = ctypes.create_string_buffer(size + alignment)
+        addr = (ctypes.addressof(buf) + alignment - 1) // alignment * alignment
+        live[addr] = buf
+        memptr[0] = addr
+        return 0
+
+    def free(ptr):
+        calls["free"] += 1
+        del live[ptr]
+
+    p = random_problem(rng, L=2, bidir=True)
+    check(build(p), bl.FilterParameters(alloc_memory=alloc, free_memory=free))
+    assert calls["alloc"] >= 1 and calls["alloc"] == calls["free"] and not live
+
+
+def test_allocator_failure_is_a_clean_error(rng):
+    p = random_problem(rng)
+    built = build(p)
+    fp = bl.FilterParameters(alloc_memory=lambda memptr, a, s: 1, free_memory=lambda ptr: None)
+    with pytest.raises(bl.BNNSError, match="allocate"):
+        run(built, fp)
+    assert np.all(built.y == 7.0) and np.all(built.hn == 7.0)
+
+
+def test_in_place_state_update(rng):
+    # Streaming use: h_n/c_n written over h0/c0 gives the same as separate buffers.
+    p = random_problem(rng, L=2, bidir=True)
+    built = build(p)
+    _, rhn, rcn = ref.forward(p)
+    h = np.array(p.h0)
+    c = np.array(p.c0)
+    built.params.input_descriptor.hidden_desc = bl.NDArrayDescriptor(data=h)
+    built.params.input_descriptor.cell_state_desc = bl.NDArrayDescriptor(data=c)
+    built.params.output_descriptor.hidden_desc = bl.NDArrayDescriptor(data=h)
+    built.params.output_descriptor.cell_state_desc = bl.NDArrayDescriptor(data=c)
+    run(built)
+    np.testing.assert_allclose(h, rhn, rtol=RTOL, atol=ATOL)
+    np.testing.assert_allclose(c, rcn, rtol=RTOL, atol=ATOL)

@@ -6,7 +6,7 @@ cdef extern from "stdint.h":
 
 cdef inline bint mul_ovf(size_t a, size_t b, size_t *out) noexcept nogil:
     """out = a * b; True (out untouched) if it overflows."""
-    if a != 0 and b > SIZE_MAX / a:
+    if a != 0 and b > SIZE_MAX // a:
         return True
     out[0] = a * b
     return False

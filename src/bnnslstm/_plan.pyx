@@ -38,6 +38,10 @@ cdef extern from "stdio.h":
 cdef extern from "stdint.h":
     const int64_t INT64_MAX
 
+# No 64-bit platform maps user memory above 2**57 bytes (x86-64 LA57: 2**56, arm64: 2**52): a
+# tensor reaching past it is a stride or size mistake, caught before anything is read.
+cdef size_t ADDRESS_LIMIT = (<size_t>1) << 57
+
 # ---------------------------------------------------------------------------------------------
 # errors
 
@@ -102,7 +106,7 @@ cdef int check_extent(const BNNSNDArrayDescriptor *d, const char *name, const si
         if mul_ovf(want[k] - 1, s[k], &term) or add_ovf(span, term, &span):
             return failf("%s: extent overflows size_t", name)
     if add_ovf(span, 1, &span) or mul_ovf(span, sizeof(float), &nbytes) \
-            or add_ovf(<size_t><uintptr_t>d.data, nbytes, &term):
+            or add_ovf(<size_t><uintptr_t>d.data, nbytes, &term) or term > ADDRESS_LIMIT:
         return failf("%s: byte extent overflows the address space", name)
     return 0
 
@@ -374,7 +378,7 @@ cdef int resolve_sequence(const BNNSNDArrayDescriptor *d, LSTMPlan *plan) noexce
     if check_extent(d, b"sequence_descriptor", &want, 1, &s):
         return -1
     if mul_ovf((plan.S - 1) * s + 1, elsize, &nbytes) \
-            or add_ovf(<size_t><uintptr_t>d.data, nbytes, &t):
+            or add_ovf(<size_t><uintptr_t>d.data, nbytes, &t) or t > ADDRESS_LIMIT:
         return failf("sequence_descriptor: byte extent overflows the address space")
     prev = <int64_t>plan.N
     for t in range(plan.S):
@@ -424,7 +428,7 @@ cdef int check_scalars(const BNNSLayerParametersLSTM *p, LSTMPlan *plan) noexcep
     plan.W1 = plan.D * plan.H
     plan.dropout = p.dropout
     # The GEMMs take int dimensions (BLAS LP64): rows S*N, columns 4*H, depth I or D*H.
-    if mul_ovf(plan.S, plan.N, &t) or t > <size_t>INT_MAX or plan.H > <size_t>(INT_MAX / 4) \
+    if mul_ovf(plan.S, plan.N, &t) or t > <size_t>INT_MAX or plan.H > <size_t>(INT_MAX // 4) \
             or plan.In > <size_t>INT_MAX:
         return failf("seq_len*batch_size (%zu*%zu), 4*hidden_size (4*%zu) and input_size (%zu) "
                      "must each fit in a 32-bit BLAS int", plan.S, plan.N, plan.H, plan.In)

@@ -1,0 +1,107 @@
+"""Build a small downstream Cython extension against the installed bnnslstm, as a user would."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import bnnslstm as bl
+
+_WORDS = {"One": "1", "Two": "2", "Three": "3", "Four": "4", "Five": "5", "Six": "6",
+          "Seven": "7", "Eight": "8"}
+_PREFIX = {bl.DataType: "BNNSDataType", bl.DataLayout: "BNNSDataLayout",
+           bl.ActivationFunction: "BNNSActivationFunction", bl.NDArrayFlags: "BNNSNDArrayFlag",
+           bl.Flags: "BNNSFlags", bl.LayerFlags: "BNNSLayerFlags"}
+
+
+def apple_constants() -> dict[str, int]:
+    """Apple's name -> value for every Python enum member."""
+    out = {}
+    for enum, prefix in _PREFIX.items():
+        for name, member in enum.__members__.items():
+            for word, digit in _WORDS.items():
+                if name.startswith(word + "D"):
+                    name = digit + name[len(word):]
+            out[prefix + name] = int(member)
+    out["BNNS_MAX_TENSOR_DIMENSION"] = 8
+    return out
+
+
+SOURCE = '''
+# cython: language_level=3
+from libc.string cimport memset
+from bnnslstm.bnns cimport *
+
+def constants():
+    return {%(constants)s}
+
+def sizes():
+    return {"BNNSLayerParametersLSTM": sizeof(BNNSLayerParametersLSTM),
+            "BNNSNDArrayDescriptor": sizeof(BNNSNDArrayDescriptor),
+            "BNNSLSTMGateDescriptor": sizeof(BNNSLSTMGateDescriptor),
+            "BNNSLSTMDataDescriptor": sizeof(BNNSLSTMDataDescriptor),
+            "BNNSActivation": sizeof(BNNSActivation),
+            "BNNSFilterParameters": sizeof(BNNSFilterParameters)}
+
+cdef void matrix(BNNSNDArrayDescriptor *d, float *data, size_t cols, size_t rows) noexcept nogil:
+    d.layout = BNNSDataLayoutRowMajorMatrix
+    d.size[0] = cols
+    d.size[1] = rows
+    d.data = data
+    d.data_type = BNNSDataTypeFloat32
+
+cdef void sequence(BNNSNDArrayDescriptor *d, float *data, size_t E, size_t N, size_t S) noexcept nogil:
+    d.layout = BNNSDataLayoutSNE
+    d.size[0] = E
+    d.size[1] = N
+    d.size[2] = S
+    d.data = data
+    d.data_type = BNNSDataTypeFloat32
+
+def forward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh, size_t b,
+            size_t y, size_t hn, size_t cn):
+    """One unidirectional layer: weights [4][H][I], [4][H][H], biases [4][H], float32 buffers
+    given by address; the struct is filled here, by hand, as in Apple's article."""
+    cdef BNNSLayerParametersLSTM p
+    cdef BNNSLSTMGateDescriptor *gates[4]
+    cdef int k, rc
+    memset(&p, 0, sizeof(p))
+    p.input_size, p.hidden_size, p.batch_size, p.num_layers, p.seq_len = I, H, N, 1, S
+    p.lstm_flags = BNNSLayerFlagsLSTMDefaultActivations
+    sequence(&p.input_descriptor.data_desc, <float *>x, I, N, S)
+    sequence(&p.output_descriptor.data_desc, <float *>y, H, N, S)
+    p.output_descriptor.hidden_desc.data = <float *>hn
+    p.output_descriptor.cell_state_desc.data = <float *>cn
+    gates[0], gates[1] = &p.input_gate, &p.forget_gate
+    gates[2], gates[3] = &p.candidate_gate, &p.output_gate
+    for k in range(4):
+        matrix(&gates[k].iw_desc[0], <float *>wx + k * H * I, I, H)
+        gates[k].iw_desc[1] = gates[k].iw_desc[0]
+        matrix(&gates[k].hw_desc, <float *>wh + k * H * H, H, H)
+        gates[k].b_desc.layout = BNNSDataLayoutVector
+        gates[k].b_desc.data = <float *>b + k * H
+    with nogil:
+        rc = BNNSDirectApplyLSTMBatchTrainingCaching(&p, NULL, NULL, 0)
+    return rc, bnnslstm_last_error().decode(), bnnslstm_abi_version()
+'''
+
+
+def build_module(tmp: Path):
+    consts = ", ".join(f'"{k}": {k}' for k in apple_constants())
+    pyx = tmp / "downstream.pyx"
+    pyx.write_text(SOURCE % {"constants": consts})
+    csrc = tmp / "downstream.c"
+    subprocess.run([sys.executable, "-m", "cython", "-3", str(pyx), "-o", str(csrc)], check=True,
+                   capture_output=True, text=True)
+    so = tmp / ("downstream" + sysconfig.get_config_var("EXT_SUFFIX"))
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    subprocess.run([*cc.split(), "-shared", "-fPIC", "-O1", "-I", sysconfig.get_paths()["include"],
+                    str(csrc), "-o", str(so)], check=True, capture_output=True, text=True)
+    spec = importlib.util.spec_from_file_location("downstream", so)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,54 @@
+"""A downstream Cython module, compiled against the installed package, cimports the ABI."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+from downstream import apple_constants, build_module
+from test_layout import SPEC
+
+import bnnslstm as bl
+
+
+@pytest.fixture(scope="module")
+def downstream(tmp_path_factory):
+    try:
+        return build_module(tmp_path_factory.mktemp("downstream"))
+    except subprocess.CalledProcessError as e:  # show the compiler's words, not just the code
+        pytest.fail(f"downstream build failed:\n{e.stdout}\n{e.stderr}")
+
+
+def test_constants_match_python_enums(downstream):
+    # bnns.pxd and the Python enums are two transcriptions of spec section 2.
+    assert downstream.constants() == apple_constants()
+
+
+def test_struct_sizes(downstream):
+    assert downstream.sizes() == {k: v[0] for k, v in SPEC.items()}
+
+
+def test_forward_under_nogil_matches_python_api(downstream, rng):
+    I, H, N, S = 5, 6, 3, 7
+    x = rng.standard_normal((S, N, I)).astype(np.float32)
+    lstm = bl.LSTM(I, H, seed=1)
+    wx = np.stack([lstm.params[f"w_x_{g}_l0"] for g in ("input", "forget", "candidate", "output")])
+    wh = np.stack([lstm.params[f"w_h_{g}_l0"] for g in ("input", "forget", "candidate", "output")])
+    b = np.stack([lstm.params[f"b_{g}_l0"] for g in ("input", "forget", "candidate", "output")])
+    y = np.full((S, N, H), 7.0, np.float32)
+    hn = np.full((N, H), 7.0, np.float32)
+    cn = np.full((N, H), 7.0, np.float32)
+    rc, err, abi = downstream.forward(I, H, N, S, x.ctypes.data, wx.ctypes.data, wh.ctypes.data,
+                                      b.ctypes.data, y.ctypes.data, hn.ctypes.data, cn.ctypes.data)
+    assert (rc, err, abi) == (0, "", bl.ABI_VERSION)
+    ry, (rhn, rcn) = lstm.forward(x)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(hn, rhn[0])
+    np.testing.assert_array_equal(cn, rcn[0])
+
+
+def test_error_from_downstream(downstream):
+    x = np.zeros((1, 1, 1), np.float32)
+    rc, err, _ = downstream.forward(0, 1, 1, 1, x.ctypes.data, 0, 0, 0, 0, 0, 0)
+    assert rc == -1 and err == "input_size is 0"

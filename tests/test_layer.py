@@ -1,0 +1,149 @@
+"""bnnslstm.LSTM: shapes, options, lengths, parameters, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+
+import bnnslstm as bl
+
+GATES = ("input", "forget", "candidate", "output")
+TOL = dict(rtol=1e-4, atol=2e-5)
+
+
+def as_problem(lstm: bl.LSTM, x: np.ndarray, h0=None, c0=None) -> ref.Problem:
+    """The layer's weights as a reference Problem (x as (T, N, I))."""
+    L, D, H = lstm.num_layers, lstm.num_directions, lstm.hidden_size
+    P = lstm.params
+
+    def stack(kind: str, g: str, layers) -> np.ndarray:
+        return np.stack([np.stack([P[f"{kind}_{g}_l{l}" + ("_reverse" if d else "")]
+                                   for d in range(D)]) for l in layers])
+
+    p = ref.Problem(
+        I=lstm.input_size, H=H, N=x.shape[1], L=L, S=x.shape[0], bidir=lstm.bidirectional, x=x,
+        wx0=[stack("w_x", g, [0]) for g in GATES],
+        wx1=[stack("w_x", g, range(1, L)) for g in GATES] if L > 1 else None,
+        wh=[stack("w_h", g, range(L)) for g in GATES],
+        wc=[stack("w_c", g, range(L)) if lstm.peephole else None for g in GATES],
+        b=[stack("b", g, range(L)) if lstm.bias else None for g in GATES],
+        h0=None if h0 is None else h0.reshape(L, D, -1, H),
+        c0=None if c0 is None else c0.reshape(L, D, -1, H),
+        default_acts=lstm.default_activations,
+        acts=[(a.function, a.alpha, a.beta) for a in lstm.gate_activations],
+        hidden_act=(lstm.hidden_activation.function, lstm.hidden_activation.alpha,
+                    lstm.hidden_activation.beta),
+    )
+    return p
+
+
+@pytest.mark.parametrize("peephole", [None, "diagonal", "full"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_matches_reference(rng, peephole, bidirectional):
+    lstm = bl.LSTM(4, 5, 3, bidirectional=bidirectional, peephole=peephole, seed=2)
+    x = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    D = lstm.num_directions
+    h0 = rng.standard_normal((3 * D, 3, 5)).astype(np.float32)
+    c0 = rng.standard_normal((3 * D, 3, 5)).astype(np.float32)
+    y, (hn, cn) = lstm.forward(x, h0, c0)
+    ry, rhn, rcn = ref.forward(as_problem(lstm, x, h0, c0))
+    np.testing.assert_allclose(y, ry, **TOL)
+    np.testing.assert_allclose(hn, rhn.reshape(hn.shape), **TOL)
+    np.testing.assert_allclose(cn, rcn.reshape(cn.shape), **TOL)
+    assert y.shape == (6, 3, 5 * D) and hn.shape == (3 * D, 3, 5)
+
+
+def test_custom_activations(rng):
+    lstm = bl.LSTM(3, 4, gate_activations=["HardSigmoid", (15, 0.2, 0.5), "Tanh", "Sigmoid"],
+                   hidden_activation=(bl.ActivationFunction.ScaledTanh, 1.5, 0.7), seed=4)
+    assert not lstm.default_activations
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    y, _ = lstm.forward(x)
+    np.testing.assert_allclose(y, ref.forward(as_problem(lstm, x))[0], **TOL)
+
+
+def test_batch_first_equals_transposed(rng):
+    a = bl.LSTM(3, 4, 2, bidirectional=True, seed=5)
+    b = bl.LSTM(3, 4, 2, bidirectional=True, batch_first=True, seed=5)
+    x = rng.standard_normal((6, 2, 3)).astype(np.float32)
+    ya, (ha, ca) = a.forward(x)
+    yb, (hb, cb) = b.forward(np.ascontiguousarray(x.transpose(1, 0, 2)))
+    np.testing.assert_array_equal(ya, yb.transpose(1, 0, 2))
+    np.testing.assert_array_equal(ha, hb)
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_lengths_equal_separate_runs(rng, bidirectional, batch_first):
+    # Each sample of a variable-length batch behaves as if run alone on its own prefix.
+    lstm = bl.LSTM(3, 4, 2, bidirectional=bidirectional, batch_first=batch_first, seed=6)
+    T, lengths = 6, np.array([2, 6, 0, 4, 6])
+    N, D = len(lengths), lstm.num_directions
+    x = rng.standard_normal((T, N, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2 * D, N, 4)).astype(np.float32)
+    c0 = rng.standard_normal((2 * D, N, 4)).astype(np.float32)
+    xin = x.transpose(1, 0, 2).copy() if batch_first else x
+    y, (hn, cn) = lstm.forward(xin, h0, c0, lengths=lengths)
+    if batch_first:
+        y = y.transpose(1, 0, 2)
+    for n, length in enumerate(lengths):
+        if length == 0:
+            np.testing.assert_array_equal(hn[:, n], h0[:, n])
+            assert np.all(y[:, n] == 0)
+            continue
+        xn = x[:length, n:n + 1]
+        if batch_first:
+            xn = xn.transpose(1, 0, 2).copy()
+        yn, (hnn, cnn) = lstm.forward(xn, h0[:, n:n + 1], c0[:, n:n + 1])
+        if batch_first:
+            yn = yn.transpose(1, 0, 2)
+        np.testing.assert_allclose(y[:length, n], yn[:, 0], rtol=1e-5, atol=1e-6)
+        assert np.all(y[length:, n] == 0)
+        np.testing.assert_allclose(hn[:, n], hnn[:, 0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(cn[:, n], cnn[:, 0], rtol=1e-5, atol=1e-6)
+
+
+def test_params_are_live_views(rng):
+    lstm = bl.LSTM(3, 4, 2, bidirectional=True, peephole="diagonal", seed=7)
+    keys = {f"{k}_{g}_l{l}{s}" for k in ("w_x", "w_h", "w_c", "b") for g in GATES
+            for l in range(2) for s in ("", "_reverse")}
+    assert set(lstm.params) == keys
+    assert lstm.params["w_x_input_l0"].shape == (4, 3)
+    assert lstm.params["w_x_input_l1_reverse"].shape == (4, 8)
+    assert lstm.params["w_c_output_l1"].shape == (4,)
+    x = rng.standard_normal((4, 2, 3)).astype(np.float32)
+    y0, _ = lstm.forward(x)
+    lstm.params["w_h_forget_l0"] += 0.5
+    y1, _ = lstm.forward(x)
+    assert not np.allclose(y0, y1)
+    np.testing.assert_allclose(y1, ref.forward(as_problem(lstm, x))[0], **TOL)
+
+
+def test_seed_reproducible():
+    a, b, c = bl.LSTM(3, 4, seed=1), bl.LSTM(3, 4, seed=1), bl.LSTM(3, 4, seed=2)
+    assert all(np.array_equal(a.params[k], b.params[k]) for k in a.params)
+    assert not np.array_equal(a.params["w_x_input_l0"], c.params["w_x_input_l0"])
+
+
+def test_bad_input_raises_bnns_error(rng):
+    lstm = bl.LSTM(3, 4)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    with pytest.raises(bl.BNNSError, match="input_descriptor.data_desc.size\\[0\\] is 2"):
+        lstm.forward(x[..., :2])
+    with pytest.raises(bl.BNNSError, match="h0 has shape"):
+        lstm.forward(x, np.zeros((2, 2, 4)))
+    with pytest.raises(bl.BNNSError, match="lengths must lie in"):
+        lstm.forward(x, lengths=[6, 1])
+    with pytest.raises(bl.BNNSError, match="3 dimensions"):
+        lstm.forward(x[0])
+    with pytest.raises(ValueError, match="peephole"):
+        bl.LSTM(3, 4, peephole="matrix")
+
+
+def test_float64_and_noncontiguous_input_are_converted(rng):
+    lstm = bl.LSTM(3, 4, seed=8)
+    x = rng.standard_normal((5, 2, 6))[..., ::2]
+    y, _ = lstm.forward(x)
+    y32, _ = lstm.forward(np.ascontiguousarray(x, np.float32))
+    np.testing.assert_array_equal(y, y32)

@@ -101,9 +101,13 @@ def seq_desc(a: np.ndarray, layout: object, strided: bool, fill: float | None = 
 def build(
     p: Problem, *, x_layout: object = "SNE", y_layout: object = "SNE", strided: bool = False,
     weight_layout: object = 0, state_layout: object = 0, zero_sizes: bool = False,
-    seq_dtype: str = "uint32", outputs: bool = True, fill: float = 7.0,
+    seq_dtype: str = "uint32", outputs: bool = True, fill: float = 7.0, stacked: bool = False,
 ) -> Built:
-    """BNNS structs for problem p; output buffers are pre-filled with `fill`."""
+    """BNNS structs for problem p; output buffers are pre-filled with `fill`.
+
+    stacked: each weight tensor of the four gates lives in one array with the gate axis just
+    above the matrix ([..., 4, H, in], PyTorch's stacking), and the gates' descriptors are
+    strided views into it (the kernel's in-place path)."""
     D, H = p.D, p.H
 
     def desc(a: np.ndarray | None, layout: object = 0) -> bl.NDArrayDescriptor:
@@ -138,14 +142,27 @@ def build(
         cell_state_desc=desc(p.c0, state_layout))
     params.output_descriptor = bl.LSTMDataDescriptor(data_desc=yd, hidden_desc=hd,
                                                      cell_state_desc=cd)
+    def gate_views(arrays: list) -> list:
+        if not stacked or any(a is None or a.ndim != 4 for a in arrays):
+            return arrays
+        block = embed(np.stack(arrays, axis=-3), strided)
+        return [block[..., k, :, :] for k in range(4)]
+
+    def wdesc(a: np.ndarray) -> bl.NDArrayDescriptor:
+        if not stacked:
+            return desc(a, weight_layout)
+        return bl.NDArrayDescriptor(data=a, layout=_RANKED[weight_layout])
+
+    wx0s, whs, wcs = gate_views(p.wx0), gate_views(p.wh), gate_views(p.wc)
+    wx1s = gate_views(p.wx1) if p.wx1 is not None else None
     for k, gate in enumerate(params.gates):
-        wx0 = desc(p.wx0[k], weight_layout)
-        wx1 = desc(p.wx1[k], weight_layout) if p.wx1 is not None else wx0  # article pattern
+        wx0 = wdesc(wx0s[k])
+        wx1 = wdesc(wx1s[k]) if wx1s is not None else wx0  # article pattern
         gate.iw_desc = (wx0, wx1)
-        gate.hw_desc = desc(p.wh[k], weight_layout)
+        gate.hw_desc = wdesc(whs[k])
         if p.wc[k] is not None:
             diag = p.wc[k].ndim == 3
-            gate.cw_desc = desc(p.wc[k], "Vector" if diag else weight_layout)
+            gate.cw_desc = desc(p.wc[k], "Vector") if diag else wdesc(wcs[k])
         gate.b_desc = desc(p.b[k])
         fn, alpha, beta = p.acts[k]
         gate.activation = bl.Activation(function=fn, alpha=alpha, beta=beta)

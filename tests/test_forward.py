@@ -30,13 +30,14 @@ def check(built, filter_params=None):
 @pytest.mark.parametrize("bidir", [False, True])
 @pytest.mark.parametrize("L", [1, 2, 3, 4])
 @pytest.mark.parametrize("separate_wx1", [True, False])
-def test_stacks_and_directions(rng, bidir, L, separate_wx1):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_stacks_and_directions(rng, bidir, L, separate_wx1, stacked):
     # D1/D2: iw_desc[1] holds layers >= 1 ([L-1][D][H][D*H]); without it, iw_desc[0] holds
     # every layer, which needs input_size == D*H.
     H = 4
     I = 2 * H if (bidir and not separate_wx1) else (H if not separate_wx1 else 3)
     p = random_problem(rng, I=I, H=H, N=3, L=L, S=6, bidir=bidir, separate_wx1=separate_wx1)
-    check(build(p))
+    check(build(p, stacked=stacked))
 
 
 def test_article_pattern_same_descriptor_in_both_slots(rng):
@@ -45,10 +46,12 @@ def test_article_pattern_same_descriptor_in_both_slots(rng):
     check(build(p))
 
 
-def test_larger_odd_sizes(rng):
+@pytest.mark.parametrize("N", [1, 5, 8, 9, 11])   # small-batch kernel up to 8 rows, BLAS above
+@pytest.mark.parametrize("stacked", [False, True])
+def test_larger_odd_sizes(rng, N, stacked):
     # Sizes that are not multiples of a vector width, all features on.
-    p = random_problem(rng, I=19, H=37, N=5, L=2, S=7, bidir=True, peephole="full", scale=0.2)
-    check(build(p))
+    p = random_problem(rng, I=19, H=37, N=N, L=2, S=7, bidir=True, peephole="full", scale=0.2)
+    check(build(p, stacked=stacked))
 
 
 @pytest.mark.parametrize("bias", [[True] * 4, [False] * 4, [True, False, True, False],
@@ -66,9 +69,31 @@ PEEPHOLE_CASES = [
 
 
 @pytest.mark.parametrize("peeps", PEEPHOLE_CASES)
-def test_peepholes_per_gate(rng, peeps):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_peepholes_per_gate(rng, peeps, stacked):
     # D16 (candidate gate too), D18 (diagonal by layout); the output gate reads the new cell.
-    check(build(random_problem(rng, H=5, L=2, bidir=True, peephole=peeps)))
+    check(build(random_problem(rng, H=5, L=2, bidir=True, peephole=peeps), stacked=stacked))
+
+
+@pytest.mark.parametrize("strided", [False, True])
+@pytest.mark.parametrize("weight_layout", [0, "4D", "2D"])
+def test_stacked_weights_strided_and_layouts(rng, strided, weight_layout):
+    # A 2D (RowMajorMatrix) view of a gate inside a stack only folds for one (layer, direction).
+    one = weight_layout == "2D"
+    p = random_problem(rng, I=6, H=5, N=9, L=1 if one else 3, S=5, bidir=not one,
+                       peephole="full")
+    check(build(p, stacked=True, strided=strided, weight_layout=weight_layout))
+
+
+def test_stacked_detection_is_not_fooled(rng):
+    # Gates stacked but in the order i, g, f, o: not one block in struct order, so packed.
+    p = random_problem(rng, I=4, H=3, N=2, L=2, S=4, peephole="full")
+    built = build(p, stacked=True)
+    g = built.params.gates
+    (g[1].hw_desc, g[2].hw_desc) = (bl.NDArrayDescriptor.from_buffer_copy(bytes(g[2].hw_desc)),
+                                    bl.NDArrayDescriptor.from_buffer_copy(bytes(g[1].hw_desc)))
+    p.wh[1], p.wh[2] = p.wh[2], p.wh[1]
+    check(built)
 
 
 ALPHA_BETA = {8: (-0.5, 0.6), 28: (0.1, -0.2), 15: (0.2, 0.5)}
@@ -235,3 +260,20 @@ def test_in_place_state_update(rng):
     run(built)
     np.testing.assert_allclose(h, rhn, rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(c, rcn, rtol=RTOL, atol=ATOL)
+
+
+def test_stacked_weights_are_used_in_place(rng):
+    # Observable through the allocator: stacked gates need no packed copy in the workspace.
+    sizes = []
+
+    def alloc(memptr, alignment, size):
+        sizes.append(size)
+        return 1   # refuse: only the request is of interest
+
+    fp = bl.FilterParameters(alloc_memory=alloc, free_memory=lambda ptr: None)
+    p = random_problem(rng, I=64, H=64, N=2, L=2, S=3, peephole="full")
+    for stacked in (False, True):
+        with pytest.raises(bl.BNNSError, match="allocate"):
+            run(build(p, stacked=stacked), fp)
+    packed_floats = 4 * 64 * 64 * 3   # W_x, W_h and the peepholes of one (layer, direction)
+    assert sizes[0] - sizes[1] >= packed_floats * 4

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import bnnslstm as bl
+from bnnslstm._peers import onnx_lstm_model, ort_session
 
 ort = pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -14,22 +15,11 @@ TOL = dict(rtol=2e-5, atol=2e-6)
 
 def run_ort(x, W, R, B, P, h0, c0, lengths, **attrs):
     """Y as (S, D, N, H), Y_h and Y_c as (D, N, H) from an ONNX Runtime session."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    D, H = W.shape[0], R.shape[2]
-    names = ["X", "W", "R", "B", "sequence_lens", "initial_h", "initial_c", "P"]
-    values = [x, W, R, B, None if lengths is None else lengths.astype(np.int32), h0, c0, P]
-    inits = [numpy_helper.from_array(v, n) for n, v in zip(names[1:], values[1:]) if v is not None]
-    node = helper.make_node("LSTM", [n if v is not None else "" for n, v in zip(names, values)],
-                            ["Y", "Y_h", "Y_c"], hidden_size=H, **attrs)
-    f32 = TensorProto.FLOAT
-    graph = helper.make_graph(
-        [node], "lstm", [helper.make_tensor_value_info("X", f32, list(x.shape))],
-        [helper.make_tensor_value_info(n, f32, None) for n in ("Y", "Y_h", "Y_c")], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"X": x})
+    layer = dict(W=W, R=R, B=B, P=P, with_state=True, with_lens=lengths is not None, **attrs)
+    feed = {"X": x, "initial_h": h0, "initial_c": c0}
+    if lengths is not None:
+        feed["sequence_lens"] = lengths.astype(np.int32)
+    return ort_session(onnx_lstm_model([layer], x.shape[2])).run(None, feed)
 
 
 def case(rng, direction, peephole=True, lengths=None, acts=None, T=6, N=4, I=5, H=3):

@@ -10,7 +10,7 @@ from libc.string cimport memcpy, memset
 
 from bnnslstm._activations cimport activation_row, bl_fpstate, ftz_enter, ftz_leave
 from bnnslstm._checked cimport add_ovf, mul_ovf
-from bnnslstm._gemm cimport gemm_rm
+from bnnslstm._gemm cimport gemm_acc_nt, gemm_rm
 from bnnslstm._plan cimport (
     GATE_F, GATE_G, GATE_I, GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GatePlan, LSTMPlan, StateView,
     WeightView, batch_at, input_weights, set_error, weight_ptr,
@@ -20,9 +20,14 @@ cdef extern from "limits.h":
     const int INT_MAX
 
 cdef struct Workspace:
-    float *wx       # [4H][in]  input weights of one (layer, direction), gates i f g o
-    float *wh       # [4H][H]   recurrent weights
-    float *wc       # [4H][H]   full peepholes (NULL when no gate has one)
+    float *wx       # [4H][in]  packed input weights of one (layer, direction), gates i f g o
+    float *wh       # [4H][H]   packed recurrent weights
+    float *wc       # [4H][H]   packed full peepholes
+    # The blocks the GEMMs read, packed or in place (stacked caller weights), and row strides
+    const float *wx_cur
+    const float *wh_cur
+    const float *wc_cur   # NULL when no gate has a full peephole
+    int ldwx, ldwh, ldwc
     float *bias     # [4H]      zeros where a gate has no bias
     float *pdiag    # [4H]      diagonal peepholes (D18)
     float *gates    # [S][N][4H] pre-activations, then activations
@@ -66,16 +71,15 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           size_t *nfloats) noexcept nogil:
     """Place the regions of Workspace at `base` (may be NULL: sizes only)."""
     cdef size_t o[12]
-    cdef size_t off = 0, H4 = 4 * p.H, SN = p.S * p.N, win = p.In
-    cdef bint full = False, gather
-    cdef int k
-    for k in range(NGATES):
-        full = full or p.gate[k].peephole == PEEP_FULL
-    if p.L > 1 and p.W1 > win:
-        win = p.W1
+    cdef size_t off = 0, H4 = 4 * p.H, SN = p.S * p.N, win = 0, l
+    cdef bint full = any_full_peephole(p), gather
+    for l in range(p.L):     # widest layer whose input weights need packing
+        if not wx_in_place(p, l):
+            win = max(win, p.In if l == 0 else p.W1)
     gather = not x_in_place(p, &w.ldx)
-    if region(&off, H4, win, 1, &o[0]) or region(&off, H4, p.H, 1, &o[1]) \
-            or region(&off, H4, p.H if full else 0, 1, &o[2]) \
+    if region(&off, H4, win, 1, &o[0]) \
+            or region(&off, H4, 0 if p.wh_stacked else p.H, 1, &o[1]) \
+            or region(&off, H4, p.H if full and not p.wc_stacked else 0, 1, &o[2]) \
             or region(&off, H4, 1, 1, &o[3]) or region(&off, H4, 1, 1, &o[4]) \
             or region(&off, SN, H4, 1, &o[5]) \
             or region(&off, SN, p.In if gather else 0, 1, &o[6]) \
@@ -88,7 +92,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
     if base != NULL:
         w.wx = base + o[0]
         w.wh = base + o[1]
-        w.wc = base + o[2] if full else NULL
+        w.wc = base + o[2]
         w.bias = base + o[3]
         w.pdiag = base + o[4]
         w.gates = base + o[5]
@@ -132,23 +136,50 @@ cdef void pack_vector(const WeightView *v, size_t l, size_t d, size_t n, float *
     for j in range(n):
         dst[j] = src[j * v.s_out]
 
+cdef bint any_full_peephole(const LSTMPlan *p) noexcept nogil:
+    cdef int k
+    for k in range(NGATES):
+        if p.gate[k].peephole == PEEP_FULL:
+            return True
+    return False
+
+cdef bint wx_in_place(const LSTMPlan *p, size_t l) noexcept nogil:
+    """Are layer l's input weights of all four gates one stacked block in the caller's memory?"""
+    cdef int k
+    if l == 0 or p.wx1_stacked:
+        return p.wx0_stacked if l == 0 else True
+    for k in range(NGATES):       # D1: every gate must read iw_desc[0] for this layer
+        if p.gate[k].wx1.data != NULL:
+            return False
+    return p.wx0_stacked
+
 cdef void pack_weights(const LSTMPlan *p, Workspace *w, size_t l, size_t d,
                        size_t in_w) noexcept nogil:
+    """Point wx_cur/wh_cur/wc_cur at [4H x in] blocks: the caller's if stacked, else packed."""
     cdef size_t H = p.H, idx
     cdef int k
     cdef const GatePlan *gp
     cdef const WeightView *wv
+    cdef bint pack_wx = not wx_in_place(p, l)
+    wv = input_weights(&p.gate[0], l, &idx)
+    w.wx_cur, w.ldwx = (w.wx, <int>in_w) if pack_wx else (weight_ptr(wv, idx, d), <int>wv.s_out)
+    w.wh_cur, w.ldwh = (weight_ptr(&p.gate[0].wh, l, d), <int>p.gate[0].wh.s_out) \
+        if p.wh_stacked else (w.wh, <int>H)
+    w.wc_cur, w.ldwc = (NULL, <int>H)
+    if any_full_peephole(p):
+        w.wc_cur, w.ldwc = (weight_ptr(&p.gate[0].wc, l, d), <int>p.gate[0].wc.s_out) \
+            if p.wc_stacked else (w.wc, <int>H)
     for k in range(NGATES):
         gp = &p.gate[k]
-        wv = input_weights(gp, l, &idx)
-        pack_matrix(weight_ptr(wv, idx, d), wv.s_out, wv.s_in, H, in_w, w.wx + k * H * in_w)
-        pack_matrix(weight_ptr(&gp.wh, l, d), gp.wh.s_out, gp.wh.s_in, H, H, w.wh + k * H * H)
-        if w.wc != NULL:
-            if gp.peephole == PEEP_FULL:
-                pack_matrix(weight_ptr(&gp.wc, l, d), gp.wc.s_out, gp.wc.s_in, H, H,
-                            w.wc + k * H * H)
-            else:
-                memset(w.wc + k * H * H, 0, H * H * sizeof(float))
+        if pack_wx:
+            wv = input_weights(gp, l, &idx)
+            pack_matrix(weight_ptr(wv, idx, d), wv.s_out, wv.s_in, H, in_w, w.wx + k * H * in_w)
+        if not p.wh_stacked:
+            pack_matrix(weight_ptr(&gp.wh, l, d), gp.wh.s_out, gp.wh.s_in, H, H,
+                        w.wh + k * H * H)
+        if w.wc_cur == w.wc and gp.peephole == PEEP_FULL:   # rows of other gates stay unused
+            pack_matrix(weight_ptr(&gp.wc, l, d), gp.wc.s_out, gp.wc.s_in, H, H,
+                        w.wc + k * H * H)
         if gp.peephole == PEEP_DIAG:
             pack_vector(&gp.wc, l, d, H, w.pdiag + k * H)
         pack_vector(&gp.b, l, d, H, w.bias + k * H)
@@ -258,6 +289,7 @@ cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g) noex
 cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noexcept nogil:
     """Full peepholes of i, f, g: gates += c_old @ W_c^T, one GEMM per run of adjacent gates."""
     cdef int H = <int>p.H, k = 0, k2
+    cdef size_t ld = <size_t>w.ldwc
     while k < GATE_O:
         if p.gate[k].peephole != PEEP_FULL:
             k += 1
@@ -265,8 +297,7 @@ cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noex
         k2 = k
         while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
             k2 += 1
-        gemm_rm(b'N', b'T', nt, (k2 - k) * H, H, 1.0, w.c, H, w.wc + k * H * H, H, 1.0,
-                g + k * H, 4 * H)
+        gemm_acc_nt(nt, (k2 - k) * H, H, w.c, H, w.wc_cur + k * H * ld, w.ldwc, g + k * H, 4 * H)
         k = k2
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +312,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     cdef float *yrow
     pack_weights(p, w, l, d, in_w)
     # DESIGN step 3: the input projection of every step in one GEMM.
-    gemm_rm(b'N', b'T', SN, G, in_w, 1.0, xin, ldx, w.wx, in_w, 0.0, w.gates, G)
+    gemm_rm(b'N', b'T', SN, G, in_w, 1.0, xin, ldx, w.wx_cur, w.ldwx, 0.0, w.gates, G)
     load_state(&p.h0, l, d, N, p.H, w.h)
     load_state(&p.c0, l, d, N, p.H, w.c)
     for step in range(S):                                   # the time loop
@@ -289,13 +320,13 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
         g = w.gates + t * N * G
         if nt > 0:
-            gemm_rm(b'N', b'T', <int>nt, G, H, 1.0, w.h, H, w.wh, H, 1.0, g, G)
-            if w.wc != NULL:
+            gemm_acc_nt(<int>nt, G, H, w.h, H, w.wh_cur, w.ldwh, g, G)   # g += h W_h^T
+            if w.wc_cur != NULL:
                 peephole_gemms(p, w, <int>nt, g)
             gates_ifg_rows(p, w, nt, g)
             if o_full:                                      # output peephole reads the new cell
-                gemm_rm(b'N', b'T', <int>nt, H, H, 1.0, w.c, H, w.wc + 3 * H * H, H, 1.0,
-                        g + 3 * H, G)
+                gemm_acc_nt(<int>nt, H, H, w.c, H, w.wc_cur + 3 * p.H * <size_t>w.ldwc,
+                            w.ldwc, g + 3 * H, G)
             gate_o_rows(p, w, nt, g)
         yrow = yout + t * N * DH + d * p.H
         for n in range(N):                                  # padded positions are 0 (D5)

@@ -1,6 +1,16 @@
 # cython: language_level=3
-"""The one place the kernels call BLAS: row-major GEMM on top of Fortran-ABI sgemm."""
+"""The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm,
+and the small-batch kernel for C += A @ W^T when A has few rows."""
 from scipy.linalg.cython_blas cimport sgemm
+
+cdef extern from "_skinny.h" nogil:
+    void skinny_gemm_nt "bl_skinny_gemm_nt"(int m, int n, int k, const float *A, int lda,
+                                            const float *W, int ldw, float *C, int ldc)
+
+cdef enum:
+    # Up to this many rows, streaming W once beats sgemm's per-call packing of W
+    # (measured on the DeepBench shapes, H = 256 to 1024; see BENCHMARKS.md).
+    SKINNY_MAX_ROWS = 8
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta,
@@ -10,3 +20,11 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     Row-major C is column-major C^T, so this is column-major C^T = op(B)^T @ op(A)^T.
     """
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
+
+cdef inline void gemm_acc_nt(int m, int n, int k, const float *a, int lda, const float *w,
+                             int ldw, float *c, int ldc) noexcept nogil:
+    """C[m x n] += A[m x k] @ W[n x k]^T, row-major: the recurrent and peephole products."""
+    if m <= SKINNY_MAX_ROWS:
+        skinny_gemm_nt(m, n, k, a, lda, w, ldw, c, ldc)
+    else:
+        gemm_rm(b'N', b'T', m, n, k, 1.0, a, lda, w, ldw, 1.0, c, ldc)

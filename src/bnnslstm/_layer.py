@@ -83,15 +83,17 @@ class LSTM:
         def init(*shape: int) -> np.ndarray:
             return rng.uniform(-k, k, size=shape).astype(np.float32)
 
-        self._wx0 = [init(D, H, I) for _ in GATES]                       # iw_desc[0]: layer 0
-        self._wx1 = [init(L - 1, D, H, D * H) for _ in GATES] if L > 1 else None  # iw_desc[1]
-        self._wh = [init(L, D, H, H) for _ in GATES]
-        self._b = [init(L, D, H) for _ in GATES] if bias else None
+        # The four gates of each (layer, direction) are stacked like PyTorch's [4H x in]
+        # blocks, so the kernel multiplies them in place instead of packing them per call.
+        self._wx0 = init(D, 4, H, I)                                     # iw_desc[0]: layer 0
+        self._wx1 = init(L - 1, D, 4, H, D * H) if L > 1 else None       # iw_desc[1]
+        self._wh = init(L, D, 4, H, H)
+        self._b = init(L, D, 4, H) if bias else None
         self._wc = None
         if peephole == "full":
-            self._wc = [init(L, D, H, H) for _ in GATES]
-        elif peephole == "diagonal":
-            self._wc = [init(L, D, H) for _ in GATES]
+            self._wc = init(L, D, 4, H, H)
+        elif peephole == "diagonal":      # per gate contiguous: a Vector layout is one stride
+            self._wc = init(4, L, D, H)
         self.params = self._views()
         self._template = self._build_template()
 
@@ -101,14 +103,17 @@ class LSTM:
         for g, gate in enumerate(GATES):
             for layer in range(self.num_layers):
                 for d in range(self.num_directions):
-                    wx = self._wx0[g][d] if layer == 0 else self._wx1[g][layer - 1, d]
+                    wx = self._wx0[d, g] if layer == 0 else self._wx1[layer - 1, d, g]
                     views[param_key("w_x", gate, layer, d)] = wx
-                    views[param_key("w_h", gate, layer, d)] = self._wh[g][layer, d]
+                    views[param_key("w_h", gate, layer, d)] = self._wh[layer, d, g]
                     if self._wc is not None:
-                        views[param_key("w_c", gate, layer, d)] = self._wc[g][layer, d]
+                        views[param_key("w_c", gate, layer, d)] = self._gate_wc(g)[layer, d]
                     if self._b is not None:
-                        views[param_key("b", gate, layer, d)] = self._b[g][layer, d]
+                        views[param_key("b", gate, layer, d)] = self._b[layer, d, g]
         return views
+
+    def _gate_wc(self, g: int) -> np.ndarray:
+        return self._wc[g] if self.peephole == "diagonal" else self._wc[:, :, g]
 
     def _build_template(self) -> LayerParametersLSTM:
         """The parameters struct with every weight descriptor filled; forward copies it."""
@@ -120,16 +125,16 @@ class LSTM:
             hidden_activation=self.hidden_activation,
         )
         for g, gate in enumerate(p.gates):
-            wx0 = NDArrayDescriptor(data=self._wx0[g])
-            wx1 = NDArrayDescriptor(data=self._wx1[g]) if self._wx1 is not None else wx0
+            wx0 = NDArrayDescriptor(data=self._wx0[:, g])
+            wx1 = NDArrayDescriptor(data=self._wx1[:, :, g]) if self._wx1 is not None else wx0
             gate.iw_desc = (wx0, wx1)
-            gate.hw_desc = NDArrayDescriptor(data=self._wh[g])
+            gate.hw_desc = NDArrayDescriptor(data=self._wh[:, :, g])
             if self._wc is not None:
                 gate.cw_desc = NDArrayDescriptor(
-                    data=self._wc[g],
+                    data=self._gate_wc(g),
                     layout=DataLayout.Vector if self.peephole == "diagonal" else 0)
             if self._b is not None:
-                gate.b_desc = NDArrayDescriptor(data=self._b[g])
+                gate.b_desc = NDArrayDescriptor(data=self._b[:, :, g])
             gate.activation = self.gate_activations[g]
         return p
 

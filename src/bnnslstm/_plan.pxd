@@ -56,6 +56,9 @@ cdef struct LSTMPlan:
     SeqView x, y
     StateView h0, c0, hn, cn
     GatePlan gate[4]
+    # The four gates' matrices already form one [4H x in] row-major block (gate k's rows
+    # follow gate k-1's at the same row stride): the kernels then use them in place.
+    bint wx0_stacked, wx1_stacked, wh_stacked, wc_stacked
     Act hidden_act
     # sequence_descriptor (D5); seq_data NULL = every step runs all N samples
     const void *seq_data

@@ -486,7 +486,33 @@ cdef int plan_forward(const BNNSLayerParametersLSTM *p, const BNNSFilterParamete
     if resolve_act(&p.hidden_activation, b"hidden_activation", BNNSActivationFunctionTanh,
                    defaults, &plan.hidden_act):
         return -1
+    find_stacked(plan)
     return resolve_sequence(&p.sequence_descriptor, plan)
+
+cdef bint stacked(const LSTMPlan *plan, size_t field) noexcept nogil:
+    """Do the four gates' WeightViews at byte offset `field` of GatePlan form one row block?"""
+    cdef const WeightView *w0 = <const WeightView *>(<const char *>&plan.gate[0] + field)
+    cdef const WeightView *w
+    cdef int k
+    if w0.data == NULL or w0.s_in != 1 or w0.s_out > <size_t>INT_MAX:
+        return False
+    for k in range(1, NGATES):
+        w = <const WeightView *>(<const char *>&plan.gate[k] + field)
+        if w.s_in != 1 or w.s_out != w0.s_out or w.s_dir != w0.s_dir \
+                or w.s_layer != w0.s_layer or w.data != w0.data + k * plan.H * w0.s_out:
+            return False
+    return True
+
+cdef void find_stacked(LSTMPlan *plan) noexcept nogil:
+    cdef GatePlan g
+    cdef int k
+    cdef bint full = True
+    for k in range(NGATES):
+        full = full and plan.gate[k].peephole == PEEP_FULL
+    plan.wx0_stacked = stacked(plan, <size_t>(<char *>&g.wx0 - <char *>&g))
+    plan.wx1_stacked = stacked(plan, <size_t>(<char *>&g.wx1 - <char *>&g))
+    plan.wh_stacked = stacked(plan, <size_t>(<char *>&g.wh - <char *>&g))
+    plan.wc_stacked = full and stacked(plan, <size_t>(<char *>&g.wc - <char *>&g))
 
 # ---------------------------------------------------------------------------------------------
 # plan accessors used by the kernels

@@ -1,0 +1,200 @@
+"""Forward-pass timing of bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM.
+
+    python benchmarks/bench_forward.py [--threads 1,2] [--kind inference] [--env both]
+
+Every party runs in the same process on the same weights and inputs, interleaved call by call;
+each figure is the median of --repeats timed calls after warm-up. Thread counts are set for all
+alike: BLAS threads through threadpoolctl, torch.set_num_threads, ORT intra_op_num_threads.
+--env runs the whole table once per OpenBLAS setting, each in a fresh child process:
+'as-given' keeps the environment, 'autodetect' removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+before scipy loads (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def forward_flops(s: dict) -> float:
+    """oneDNN's count: 2*4H*(in+H)*B per step, layer and direction."""
+    D = 2 if s["bidir"] else 1
+    total = 0.0
+    for layer in range(s["L"]):
+        width = s["I"] if layer == 0 else D * s["H"]
+        total += D * s["T"] * 2 * 4 * s["H"] * (width + s["H"]) * s["B"]
+    return total
+
+
+def sgemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> float:
+    """GFLOP/s of a large square sgemm through scipy's BLAS (the kernel's BLAS)."""
+    from scipy.linalg.blas import sgemm
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32, order="F")
+    sgemm(1.0, a, a)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sgemm(1.0, a, a)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def blas_info() -> dict:
+    from threadpoolctl import threadpool_info
+
+    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
+
+    for lib in threadpool_info():
+        if lib["user_api"] == "blas" and "scipy" in lib["filepath"]:
+            return {k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath")}
+    return {}
+
+
+def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator) -> dict:
+    """name -> zero-argument callable running one forward pass on the same weights and x."""
+    import bnnslstm as bl
+    from bnnslstm._peers import onnx_lstm_model, onnx_tensors, ort_session
+
+    D = 2 if s["bidir"] else 1
+    layers = [onnx_tensors(rng, s["I"] if k == 0 else D * s["H"], s["H"], s["bidir"])
+              for k in range(s["L"])]
+    x = rng.standard_normal((s["T"], s["B"], s["I"])).astype(np.float32)
+    ours = bl.LSTM(s["I"], s["H"], s["L"], bidirectional=s["bidir"])
+    for k, layer in enumerate(layers):   # copy ONNX weights layer by layer (gate order iofc)
+        one = bl.LSTM.from_onnx(layer["W"], layer["R"], layer["B"], direction=layer["direction"])
+        for key, value in one.params.items():
+            ours.params[key.replace("_l0", f"_l{k}")][...] = value
+    parties = {"bnnslstm": lambda: ours.forward(x)}
+    if "onnxruntime" in peers:
+        sess = ort_session(onnx_lstm_model(layers, s["I"]), threads)
+        parties["onnxruntime"] = lambda: sess.run(None, {"X": x})
+    if "torch" in peers:
+        import torch
+
+        torch.set_num_threads(threads)
+        module = ours.to_torch().eval()
+        xt = torch.from_numpy(x)
+
+        def run_torch():
+            with torch.no_grad():
+                return module(xt)
+        parties["torch"] = run_torch
+    return parties
+
+
+def time_interleaved(parties: dict, repeats: int, warmup: int = 2) -> dict:
+    times: dict[str, list[float]] = {name: [] for name in parties}
+    for _ in range(warmup):
+        for fn in parties.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in parties.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def child(args: argparse.Namespace) -> None:
+    from threadpoolctl import threadpool_limits
+
+    shapes = [s for s in json.loads(Path(args.shapes).read_text())["shapes"]
+              if args.kind == "all" or s["kind"] == args.kind]
+    peers = [p for p in args.peers.split(",") if p]
+    result = {"env": args.env, "blas": blas_info(),
+              "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": []}
+    rng = np.random.default_rng(0)
+    for threads in [int(t) for t in args.threads.split(",")]:
+        with threadpool_limits(limits=threads):
+            peak = sgemm_peak(threads)
+            for s in shapes:
+                med = time_interleaved(make_parties(s, peers, threads, rng), args.repeats)
+                gflops = forward_flops(s) / med["bnnslstm"] / 1e9
+                row = {"shape": s["name"], "threads": threads, "sgemm_peak_gflops": peak,
+                       "ms": {k: v * 1e3 for k, v in med.items()}, "gflops": gflops,
+                       "peak_fraction": gflops / peak,
+                       "ratio": {k: v / med["bnnslstm"] for k, v in med.items()
+                                 if k != "bnnslstm"}}
+                result["rows"].append(row)
+                print(format_row(row), file=sys.stderr, flush=True)
+    print(json.dumps(result))
+
+
+def format_row(r: dict) -> str:
+    ms = " ".join(f"{k}={v:8.3f}ms" for k, v in r["ms"].items())
+    ratio = " ".join(f"{k}/ours={v:5.2f}" for k, v in r["ratio"].items())
+    return (f"{r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
+            f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f})  {ratio}")
+
+
+def markdown(results: list[dict]) -> str:
+    out = []
+    for res in results:
+        blas = res["blas"]
+        out.append(f"\n### OpenBLAS {res['env']} (core type {blas.get('architecture')}, "
+                   f"OPENBLAS_CORETYPE={res['OPENBLAS_CORETYPE']})\n")
+        peers = sorted({k for r in res["rows"] for k in r["ratio"]})
+        out.append("| shape | threads | bnnslstm ms | " + " | ".join(f"{p} ms" for p in peers)
+                   + " | GFLOP/s | % sgemm peak | "
+                   + " | ".join(f"{p}/ours" for p in peers) + " |")
+        out.append("|" + "---|" * (5 + 2 * len(peers)))
+        for r in res["rows"]:
+            out.append(f"| {r['shape']} | {r['threads']} | {r['ms']['bnnslstm']:.3f} | "
+                       + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
+                       + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
+                       + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " |")
+        for p in peers:
+            for t in sorted({r["threads"] for r in res["rows"]}):
+                vals = [r["ratio"][p] for r in res["rows"] if r["threads"] == t]
+                geo = float(np.exp(np.mean(np.log(vals))))
+                out.append(f"\nGeometric mean {p}/ours, {t} thread(s): **{geo:.2f}**")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--peers", default="onnxruntime,torch")
+    ap.add_argument("--shapes", default=str(HERE / "shapes.json"))
+    ap.add_argument("--kind", default="inference", choices=["inference", "training", "all"])
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--env", default="both", choices=["as-given", "autodetect", "both"])
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+    results = []
+    for env_mode in (["as-given", "autodetect"] if args.env == "both" else [args.env]):
+        env = dict(os.environ)
+        if env_mode == "autodetect":
+            for var in OPENBLAS_VARS:
+                env.pop(var, None)
+        cmd = [sys.executable, __file__, "--child", "--env", env_mode, "--threads", args.threads,
+               "--peers", args.peers, "--shapes", args.shapes, "--kind", args.kind,
+               "--repeats", str(args.repeats)]
+        print(f"== OpenBLAS {env_mode} ==", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+        results.append(json.loads(proc.stdout))
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
+    print(markdown(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()

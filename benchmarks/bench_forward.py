@@ -3,7 +3,8 @@
     python benchmarks/bench_forward.py [--threads 1,2] [--kind inference] [--env both]
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
-each figure is the median of --repeats timed calls after warm-up. Thread counts are set for all
+each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
+pause so that no party's spinning worker threads slow the next. Thread counts are set for all
 alike: BLAS threads through threadpoolctl, torch.set_num_threads, ORT intra_op_num_threads.
 --env runs the whole table once per OpenBLAS setting, each in a fresh child process:
 'as-given' keeps the environment, 'autodetect' removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
@@ -95,13 +96,16 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
     return parties
 
 
-def time_interleaved(parties: dict, repeats: int, warmup: int = 2) -> dict:
+def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.02) -> dict:
+    """Median seconds per party; before each timed call a short pause lets the worker threads
+    of the party that ran before park, so that no party pays for another's spinning."""
     times: dict[str, list[float]] = {name: [] for name in parties}
     for _ in range(warmup):
         for fn in parties.values():
             fn()
     for _ in range(repeats):
         for name, fn in parties.items():
+            time.sleep(pause)
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)

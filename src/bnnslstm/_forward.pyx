@@ -10,7 +10,7 @@ from libc.string cimport memcpy, memset
 
 from bnnslstm._activations cimport activation_row, bl_fpstate, ftz_enter, ftz_leave
 from bnnslstm._checked cimport add_ovf, mul_ovf
-from bnnslstm._gemm cimport gemm_acc_nt, gemm_rm
+from bnnslstm._gemm cimport gemm_nt
 from bnnslstm._plan cimport (
     GATE_F, GATE_G, GATE_I, GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GatePlan, LSTMPlan, StateView,
     WeightView, batch_at, input_weights, set_error, weight_ptr,
@@ -297,7 +297,8 @@ cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noex
         k2 = k
         while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
             k2 += 1
-        gemm_acc_nt(nt, (k2 - k) * H, H, w.c, H, w.wc_cur + k * H * ld, w.ldwc, g + k * H, 4 * H)
+        gemm_nt(nt, (k2 - k) * H, H, w.c, H, w.wc_cur + k * H * ld, w.ldwc, 1.0, g + k * H,
+                4 * H)
         k = k2
 
 # ---------------------------------------------------------------------------------------------
@@ -312,7 +313,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     cdef float *yrow
     pack_weights(p, w, l, d, in_w)
     # DESIGN step 3: the input projection of every step in one GEMM.
-    gemm_rm(b'N', b'T', SN, G, in_w, 1.0, xin, ldx, w.wx_cur, w.ldwx, 0.0, w.gates, G)
+    gemm_nt(SN, G, in_w, xin, ldx, w.wx_cur, w.ldwx, 0.0, w.gates, G)
     load_state(&p.h0, l, d, N, p.H, w.h)
     load_state(&p.c0, l, d, N, p.H, w.c)
     for step in range(S):                                   # the time loop
@@ -320,13 +321,13 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
         g = w.gates + t * N * G
         if nt > 0:
-            gemm_acc_nt(<int>nt, G, H, w.h, H, w.wh_cur, w.ldwh, g, G)   # g += h W_h^T
+            gemm_nt(<int>nt, G, H, w.h, H, w.wh_cur, w.ldwh, 1.0, g, G)   # g += h W_h^T
             if w.wc_cur != NULL:
                 peephole_gemms(p, w, <int>nt, g)
             gates_ifg_rows(p, w, nt, g)
             if o_full:                                      # output peephole reads the new cell
-                gemm_acc_nt(<int>nt, H, H, w.c, H, w.wc_cur + 3 * p.H * <size_t>w.ldwc,
-                            w.ldwc, g + 3 * H, G)
+                gemm_nt(<int>nt, H, H, w.c, H, w.wc_cur + 3 * p.H * <size_t>w.ldwc, w.ldwc,
+                        1.0, g + 3 * H, G)
             gate_o_rows(p, w, nt, g)
         yrow = yout + t * N * DH + d * p.H
         for n in range(N):                                  # padded positions are 0 (D5)

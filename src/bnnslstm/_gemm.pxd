@@ -1,6 +1,7 @@
 # cython: language_level=3
 """The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm,
 and the small-batch kernel for C += A @ W^T when A has few rows."""
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm
 
 cdef extern from "_skinny.h" nogil:
@@ -21,10 +22,17 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     """
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
 
-cdef inline void gemm_acc_nt(int m, int n, int k, const float *a, int lda, const float *w,
-                             int ldw, float *c, int ldc) noexcept nogil:
-    """C[m x n] += A[m x k] @ W[n x k]^T, row-major: the recurrent and peephole products."""
+cdef inline void gemm_nt(int m, int n, int k, const float *a, int lda, const float *w, int ldw,
+                         float beta, float *c, int ldc) noexcept nogil:
+    """C[m x n] = A[m x k] @ W[n x k]^T + beta * C (beta 0 or 1), row-major.
+
+    Every product of the kernels with a weight matrix W stored [out][in] goes through here.
+    """
+    cdef int i
     if m <= SKINNY_MAX_ROWS:
+        if beta == 0:
+            for i in range(m):
+                memset(c + <size_t>i * ldc, 0, n * sizeof(float))
         skinny_gemm_nt(m, n, k, a, lda, w, ldw, c, ldc)
     else:
-        gemm_rm(b'N', b'T', m, n, k, 1.0, a, lda, w, ldw, 1.0, c, ldc)
+        gemm_rm(b'N', b'T', m, n, k, 1.0, a, lda, w, ldw, beta, c, ldc)

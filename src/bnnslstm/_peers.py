@@ -70,6 +70,9 @@ def ort_session(model: bytes, threads: int = 0) -> Any:
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Workers that spin after a run steal the core from whatever runs next (our benchmarks
+    # interleave parties on 2 cores).
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 

@@ -54,14 +54,10 @@ def sgemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> float:
 
 
 def blas_info() -> dict:
-    from threadpoolctl import threadpool_info
+    from bnnslstm._blasinfo import scipy_blas
 
-    import scipy.linalg  # noqa: F401  (loads scipy's OpenBLAS)
-
-    for lib in threadpool_info():
-        if lib["user_api"] == "blas" and "scipy" in lib["filepath"]:
-            return {k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath")}
-    return {}
+    lib = scipy_blas() or {}
+    return {k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath")}
 
 
 def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator) -> dict:

@@ -54,7 +54,8 @@ cdef void matrix(BNNSNDArrayDescriptor *d, float *data, size_t cols, size_t rows
     d.data = data
     d.data_type = BNNSDataTypeFloat32
 
-cdef void sequence(BNNSNDArrayDescriptor *d, float *data, size_t E, size_t N, size_t S) noexcept nogil:
+cdef void sequence(BNNSNDArrayDescriptor *d, float *data, size_t E, size_t N,
+                   size_t S) noexcept nogil:
     d.layout = BNNSDataLayoutSNE
     d.size[0] = E
     d.size[1] = N

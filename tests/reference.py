@@ -42,7 +42,8 @@ ACTIVATIONS = {
     19: lambda x, a, b: np.where(x >= 0, np.minimum(x, b), np.minimum(a * x, b)),
     20: lambda x, a, b: a * x + b,
     22: lambda x, a, b: -np.logaddexp(0.0, -x),
-    23: lambda x, a, b: np.where(x >= 0, SELU_L * x, SELU_L * SELU_A * np.expm1(np.minimum(x, 0.0))),
+    23: lambda x, a, b: np.where(x >= 0, SELU_L * x,
+                                 SELU_L * SELU_A * np.expm1(np.minimum(x, 0.0))),
     24: lambda x, a, b: np.where(x >= 0, x, a * np.expm1(np.minimum(x, 0.0) / a)),
     25: lambda x, a, b: np.where(np.abs(x) < abs(a), 0.0, x),
     26: lambda x, a, b: np.where(np.abs(x) < abs(a), 0.0, x - np.copysign(a, x)),
@@ -56,7 +57,8 @@ ACTIVATIONS = {
     35: lambda x, a, b: x * sigmoid(1.702 * x),
 }
 NOT_ELEMENTWISE = (9, 10, 11, 13, 14, 21, 29)
-DEFAULT_GATE_ACTS = [(SIGMOID, 0.0, 0.0), (SIGMOID, 0.0, 0.0), (TANH, 0.0, 0.0), (SIGMOID, 0.0, 0.0)]
+DEFAULT_GATE_ACTS = [(SIGMOID, 0.0, 0.0), (SIGMOID, 0.0, 0.0), (TANH, 0.0, 0.0),
+                     (SIGMOID, 0.0, 0.0)]
 
 
 def activate(act: tuple, x: np.ndarray) -> np.ndarray:
@@ -119,7 +121,7 @@ def forward(p: Problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             h = np.zeros((N, H)) if p.h0 is None else p.h0[layer, d].astype(f64).copy()
             c = np.zeros((N, H)) if p.c0 is None else p.c0[layer, d].astype(f64).copy()
 
-            def peep(k: int, cell: np.ndarray) -> np.ndarray:
+            def peep(k: int, cell: np.ndarray, P: list = P) -> np.ndarray:
                 if P[k] is None:
                     return 0.0
                 return cell * P[k] if P[k].ndim == 1 else cell @ P[k].T

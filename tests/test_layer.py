@@ -18,8 +18,8 @@ def as_problem(lstm: bl.LSTM, x: np.ndarray, h0=None, c0=None) -> ref.Problem:
     P = lstm.params
 
     def stack(kind: str, g: str, layers) -> np.ndarray:
-        return np.stack([np.stack([P[f"{kind}_{g}_l{l}" + ("_reverse" if d else "")]
-                                   for d in range(D)]) for l in layers])
+        return np.stack([np.stack([P[f"{kind}_{g}_l{layer}" + ("_reverse" if d else "")]
+                                   for d in range(D)]) for layer in layers])
 
     p = ref.Problem(
         I=lstm.input_size, H=H, N=x.shape[1], L=L, S=x.shape[0], bidir=lstm.bidirectional, x=x,
@@ -106,8 +106,8 @@ def test_lengths_equal_separate_runs(rng, bidirectional, batch_first):
 
 def test_params_are_live_views(rng):
     lstm = bl.LSTM(3, 4, 2, bidirectional=True, peephole="diagonal", seed=7)
-    keys = {f"{k}_{g}_l{l}{s}" for k in ("w_x", "w_h", "w_c", "b") for g in GATES
-            for l in range(2) for s in ("", "_reverse")}
+    keys = {f"{k}_{g}_l{layer}{s}" for k in ("w_x", "w_h", "w_c", "b") for g in GATES
+            for layer in range(2) for s in ("", "_reverse")}
     assert set(lstm.params) == keys
     assert lstm.params["w_x_input_l0"].shape == (4, 3)
     assert lstm.params["w_x_input_l1_reverse"].shape == (4, 8)

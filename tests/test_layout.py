@@ -6,9 +6,9 @@ from __future__ import annotations
 import ctypes
 
 import pytest
+from bnnslstm._abi import layout
 
 import bnnslstm as bl
-from bnnslstm._abi import layout
 
 # Spec tables 1.4 to 1.9 (and the nested paths of 1.8), transcribed.
 SPEC = {
@@ -81,7 +81,8 @@ def test_python_mirror_layout(struct):
 
 
 def test_bytes_round_trip():
-    d = bl.NDArrayDescriptor(layout=bl.DataLayout.SNE, size=(3, 2, 5), data_type=bl.DataType.Float32)
+    d = bl.NDArrayDescriptor(layout=bl.DataLayout.SNE, size=(3, 2, 5),
+                             data_type=bl.DataType.Float32)
     raw = bytes(d)
     assert len(raw) == 176
     assert int.from_bytes(raw[4:8], "little") == 0x30001

@@ -113,8 +113,10 @@ CASES = {
                    r"output_gate\.iw_desc\[0\]\.data is NULL"),
     "hw NULL": (set_attr("forget_gate.hw_desc.data", None), r"forget_gate\.hw_desc\.data is NULL"),
     # strides
-    "x strides decrease": (set_attr(X + ".stride[2]", 2), X + r"\.stride\[2\] is 2.*must not decrease"),
-    "x overlap": (set_attr(X + ".stride[1]", 2), X + r"\.stride\[1\] is 2 .*too small for its strides"),
+    "x strides decrease": (set_attr(X + ".stride[2]", 2),
+                           X + r"\.stride\[2\] is 2.*must not decrease"),
+    "x overlap": (set_attr(X + ".stride[1]", 2),
+                  X + r"\.stride\[1\] is 2 .*too small for its strides"),
     "hw overlap": (set_attr("input_gate.hw_desc.stride[1]", 3),
                    r"input_gate\.hw_desc\.stride\[1\] is 3 .*too small"),
     "cN decrease": (set_attr(CN + ".stride[3]", 1), CN + r"\.stride\[3\] is 1.*must not decrease"),
@@ -133,8 +135,8 @@ CASES = {
                    setattr(p.input_descriptor.data_desc, "stride", [0] * 8)),
         X + r": byte extent overflows the address space"),
     "huge input_size": (set_attr("input_size", BIG), r"fit in a 32-bit BLAS int"),
-    "huge seq*batch": (lambda p: (setattr(p, "seq_len", 1 << 20), setattr(p, "batch_size", 1 << 12)),
-                       r"seq_len\*batch_size"),
+    "huge seq*batch": (lambda p: (setattr(p, "seq_len", 1 << 20),
+                                  setattr(p, "batch_size", 1 << 12)), r"seq_len\*batch_size"),
     "huge hidden": (set_attr("hidden_size", 1 << 30), r"4\*hidden_size"),
 }
 del CASES["seq increasing"]

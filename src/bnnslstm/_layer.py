@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +20,7 @@ GATES = ("input", "forget", "candidate", "output")  # struct order (i, f, g, o)
 _DEFAULT_FUNCS = (ActivationFunction.Sigmoid, ActivationFunction.Sigmoid,
                   ActivationFunction.Tanh, ActivationFunction.Sigmoid)
 
-ActivationSpec = Union[int, str, Activation, tuple]
+ActivationSpec = int | str | Activation | tuple
 
 
 def make_activation(spec: ActivationSpec) -> Activation:

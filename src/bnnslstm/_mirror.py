@@ -41,7 +41,8 @@ class _Struct(ctypes.Structure):
 
     def __setattr__(self, name: str, value: Any) -> None:
         ftype = dict(self._fields_).get(name)
-        if ftype is not None and issubclass(ftype, ctypes.Array) and isinstance(value, (list, tuple)):
+        is_array = ftype is not None and issubclass(ftype, ctypes.Array)
+        if is_array and isinstance(value, (list, tuple)):
             value = ftype(*value)
         super().__setattr__(name, value)
 
@@ -90,7 +91,7 @@ def _array_geometry(a: np.ndarray, layout: int) -> tuple[list[int], list[int]]:
         folded = int(np.prod(outer))
         step = strides[rank - 1]
         expect = step
-        for n, s in zip(outer, strides[rank - 1:]):
+        for n, s in zip(outer, strides[rank - 1:], strict=True):
             if n > 1 and s != expect:
                 raise ValueError(f"array dimensions {outer} cannot fold into one dimension of a "
                                  f"rank-{rank} layout: they are not uniformly strided")
@@ -99,7 +100,7 @@ def _array_geometry(a: np.ndarray, layout: int) -> tuple[list[int], list[int]]:
     if len(shape) > MAX_DIM:
         raise ValueError(f"array has {len(shape)} dimensions, BNNS allows {MAX_DIM}")
     # A dimension of extent 1 has no meaningful stride; 0 asks for the contiguous fill.
-    strides = [0 if n == 1 else s for n, s in zip(shape, strides)]
+    strides = [0 if n == 1 else s for n, s in zip(shape, strides, strict=True)]
     return shape, strides
 
 

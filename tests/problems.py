@@ -55,7 +55,7 @@ def embed(a: np.ndarray, strided: bool, uniform: bool = False) -> np.ndarray:
     `uniform`, as a rank-1 layout needs) of a NaN-filled buffer, so that a read outside the
     described elements shows up as NaN."""
     if not strided:
-        return np.ascontiguousarray(a, dtype=np.float32)
+        return np.array(a, dtype=np.float32, order="C", copy=True)
     if uniform:
         view = np.full(2 * a.size, np.nan, np.float32)[::2].reshape(a.shape)
         view[...] = a
@@ -175,3 +175,73 @@ def build(
 def run(built: Built, filter_params: bl.FilterParameters | None = None) -> tuple:
     bl.direct_apply_lstm_batch_training_caching(built.params, filter_params)
     return built.outputs()
+
+
+GRAD_KEYS = ("wx0", "wx1", "wh", "wc", "b")
+
+
+@dataclass
+class BuiltDelta:
+    params: bl.LayerParametersLSTM
+    grads: dict            # name -> buffer (x/h0/c0 arrays; per-gate lists for weights)
+    x_layout: object
+
+    def read(self) -> dict:
+        """The gradient buffers in the reference's shapes (dx as (S, N, I))."""
+        out = dict(self.grads)
+        if out.get("x") is not None and self.x_layout == "NSE":
+            out["x"] = out["x"].transpose(1, 0, 2)
+        return out
+
+
+def build_delta(
+    p: Problem, dy=None, dhn=None, dcn=None, *, want=("x", "h0", "c0") + GRAD_KEYS,
+    x_layout: object = "SNE", y_layout: object = "SNE", strided: bool = False,
+    weight_layout: object = 0, state_layout: object = 0, accumulate: bool = False,
+    fill: float = 0.0,
+) -> BuiltDelta:
+    """layer_delta_params for problem p: incoming dy/dhn/dcn (None = NULL data) and gradient
+    buffers pre-filled with `fill` for the names in `want` (others NULL)."""
+
+    def desc(a, layout=0, flags=0):
+        if a is None:
+            return bl.NDArrayDescriptor(), None
+        view = embed(a, strided, uniform=layout == "Vector")
+        return bl.NDArrayDescriptor(data=view, layout=_RANKED[layout], flags=flags), view
+
+    flags = bl.NDArrayFlags.BackpropAccumulate if accumulate else 0
+    D, H = p.D, p.H
+    dp = bl.LayerParametersLSTM()
+    grads: dict = {}
+    ydesc = bl.NDArrayDescriptor()
+    if dy is not None:
+        ydesc, _ = seq_desc(dy, y_layout, strided)
+    dp.output_descriptor = bl.LSTMDataDescriptor(
+        data_desc=ydesc, hidden_desc=desc(dhn, state_layout)[0],
+        cell_state_desc=desc(dcn, state_layout)[0])
+    xd = bl.NDArrayDescriptor()
+    if "x" in want:
+        xd, grads["x"] = seq_desc(np.zeros((p.S, p.N, p.I), np.float32), x_layout, strided, fill)
+        xd.flags = flags
+    state = np.full((p.L, D, p.N, H), fill, np.float32)
+    h0d, grads["h0"] = desc(state if "h0" in want else None, state_layout, flags)
+    c0d, grads["c0"] = desc(state if "c0" in want else None, state_layout, flags)
+    dp.input_descriptor = bl.LSTMDataDescriptor(data_desc=xd, hidden_desc=h0d,
+                                                cell_state_desc=c0d)
+    for key in GRAD_KEYS:
+        grads[key] = [None] * 4
+    for k, gate in enumerate(dp.gates):
+        pairs = {}
+        for key, arrays in (("wx0", p.wx0), ("wx1", p.wx1), ("wh", p.wh), ("wc", p.wc),
+                            ("b", p.b)):
+            a = None if arrays is None or arrays[k] is None or key not in want else arrays[k]
+            layout = weight_layout if key in ("wx0", "wx1", "wh") else 0
+            if key == "wc" and a is not None:
+                layout = "Vector" if a.ndim == 3 else weight_layout
+            d, view = desc(None if a is None else np.full(a.shape, fill, np.float32), layout,
+                           flags)
+            pairs[key] = d
+            grads[key][k] = view
+        gate.iw_desc = (pairs["wx0"], pairs["wx1"])
+        gate.hw_desc, gate.cw_desc, gate.b_desc = pairs["wh"], pairs["wc"], pairs["b"]
+    return BuiltDelta(dp, grads, x_layout)

@@ -46,3 +46,17 @@ def test_saturation_and_infinities():
     np.testing.assert_array_equal(kernel(ref.TANH, 0, 0, x), [-1, -1, 1, 1])
     s = kernel(ref.SIGMOID, 0, 0, x)
     assert s[2] == 1 and s[3] == 1 and 0 <= s[0] < 1e-37 and 0 <= s[1] < 1e-37
+
+
+@pytest.mark.parametrize("fn", sorted(ref.DERIVATIVES))
+def test_kernel_derivatives_against_reference(fn):
+    from bnnslstm._abi import apply_activation_grad
+
+    alpha, beta = {8: (-0.5, 0.6), 28: (0.1, -0.2)}.get(fn, (0.7, 0.3))
+    x = np.linspace(-6, 6, 12_007, dtype=np.float32)
+    val, der = np.empty_like(x), np.empty_like(x)
+    apply_activation_grad(fn, alpha, beta, x, val, der)
+    xd = x.astype(np.float64)
+    np.testing.assert_allclose(val, ref.activate((fn, alpha, beta), xd), rtol=2e-6, atol=2e-6)
+    # atol: in float32 a saturated tanh is exactly +-1, so tiny derivatives come out as 0
+    np.testing.assert_allclose(der, ref.derivative((fn, alpha, beta), xd), rtol=1e-5, atol=1e-5)

@@ -203,15 +203,6 @@ def test_allocator_must_come_with_free(rng):
     expect_error(built, r"alloc_memory and free_memory must be given together", fp)
 
 
-def test_training_cache_not_yet_supported(rng):
-    # D11 with a cache pointer: until the training issue lands, caching is refused cleanly.
-    built = fresh(rng)
-    cache = np.zeros(1 << 16, np.uint8)
-    assert bnns._forward(ctypes.addressof(built.params), 0, cache.ctypes.data, cache.size) == -1
-    assert "training cache" in bnns._last_error()
-    assert np.all(built.y == 7.0)
-
-
 def test_error_is_cleared_by_success(rng):
     built = fresh(rng)
     built.params.input_size = 0

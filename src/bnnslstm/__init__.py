@@ -4,7 +4,13 @@ Three ways in: ``cimport bnnslstm.bnns`` from Cython (Apple's structs and functi
 mirrors and functions below from Python, and the ``LSTM`` layer.
 """
 
-from bnnslstm._api import BNNSError, direct_apply_lstm_batch_training_caching
+from bnnslstm._api import (
+    BNNSError,
+    compute_lstm_training_cache_capacity,
+    direct_apply_lstm_batch_backward,
+    direct_apply_lstm_batch_training_caching,
+    set_dropout_seed,
+)
 from bnnslstm._enums import (
     ActivationFunction,
     DataLayout,
@@ -30,5 +36,6 @@ __all__ = [
     "ABI_VERSION", "LSTM", "Activation", "ActivationFunction", "BNNSError", "DataLayout",
     "DataType", "FilterParameters", "Flags", "LSTMDataDescriptor", "LSTMGateDescriptor",
     "LayerFlags", "LayerParametersLSTM", "NDArrayDescriptor", "NDArrayFlags",
-    "direct_apply_lstm_batch_training_caching",
+    "compute_lstm_training_cache_capacity", "direct_apply_lstm_batch_backward",
+    "direct_apply_lstm_batch_training_caching", "set_dropout_seed",
 ]

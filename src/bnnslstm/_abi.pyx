@@ -3,7 +3,7 @@
 
 Cython has no offsetof: offsets are pointer differences inside a real struct.
 """
-from bnnslstm._activations cimport activation_row
+from bnnslstm._activations cimport activation_grad_row, activation_row
 from bnnslstm.bnns cimport *
 
 cdef size_t off(const void *field, const void *base):
@@ -81,3 +81,12 @@ def apply_activation(unsigned int function, float alpha, float beta, float[::1] 
     """Apply the kernel's activation to `values` in place (lets tests check its accuracy)."""
     if values.shape[0]:
         activation_row(function, alpha, beta, &values[0], values.shape[0])
+
+
+def apply_activation_grad(unsigned int function, float alpha, float beta, float[::1] pre,
+                          float[::1] val, float[::1] der) -> None:
+    """val = f(pre), der = f'(pre) with the kernel's backward code (for accuracy tests)."""
+    if pre.shape[0] != val.shape[0] or pre.shape[0] != der.shape[0]:
+        raise ValueError("pre, val and der must have the same length")
+    if pre.shape[0]:
+        activation_grad_row(function, alpha, beta, &pre[0], &val[0], &der[0], pre.shape[0])

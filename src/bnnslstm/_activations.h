@@ -122,6 +122,77 @@ static void bl_activation_row(uint32_t fn, float alpha, float beta, float *restr
 
 #undef BL_LOOP
 
+/* val[j] = f(pre[j]) and der[j] = f'(pre[j]) for the backward pass. At a kink the derivative is
+ * the one of the branch that the forward formula takes for that x (e.g. ReLU'(0) = 1). */
+#define BL_GRAD(value, deriv) \
+    for (size_t j = 0; j < n; j++) { float x = pre[j]; val[j] = (value); der[j] = (deriv); } break
+
+static void bl_activation_grad_row(uint32_t fn, float alpha, float beta, const float *restrict pre,
+                                   float *restrict val, float *restrict der, size_t n)
+{
+    const float selu_l = 1.0507009873554804934f, selu_a = 1.6732632423543772848f;
+    const float two_over_sqrt_pi = 1.1283791670955126f, inv_sqrt_2pi = 0.3989422804014327f;
+    switch (fn) {
+    case 0: BL_GRAD(x, 1.0f);
+    case 1: BL_GRAD(x < 0.0f ? 0.0f : x, x < 0.0f ? 0.0f : 1.0f);
+    case 2: BL_GRAD(x < 0.0f ? alpha * x : x, x < 0.0f ? alpha : 1.0f);
+    case 3: for (size_t j = 0; j < n; j++) {
+            float s = bl_sigmoidf(pre[j]); val[j] = s; der[j] = s * (1.0f - s);
+        } break;
+    case 4: for (size_t j = 0; j < n; j++) {
+            float t = bl_tanhf(pre[j]); val[j] = t; der[j] = 1.0f - t * t;
+        } break;
+    case 5: for (size_t j = 0; j < n; j++) {
+            float t = bl_tanhf(beta * pre[j]); val[j] = alpha * t; der[j] = alpha * beta * (1.0f - t * t);
+        } break;
+    case 6: BL_GRAD(fabsf(x), x < 0.0f ? -1.0f : 1.0f);
+    case 7: BL_GRAD(alpha * x, alpha);
+    case 8: BL_GRAD(bl_clampf(x, alpha, beta), (x < alpha || x > beta) ? 0.0f : 1.0f);
+    case 12: for (size_t j = 0; j < n; j++) {
+            float x = pre[j], t = bl_tanhf(alpha * (x + beta * x * x * x));
+            val[j] = 0.5f * x * (1.0f + t);
+            der[j] = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * alpha * (1.0f + 3.0f * beta * x * x);
+        } break;
+    case 15: BL_GRAD(bl_clampf(alpha * x + beta, 0.0f, 1.0f),
+                     (alpha * x + beta < 0.0f || alpha * x + beta > 1.0f) ? 0.0f : alpha);
+    case 16: BL_GRAD(alpha * bl_softplus1(beta * x), alpha * beta * bl_sigmoidf(beta * x));
+    case 17: BL_GRAD(x / (1.0f + fabsf(x)), 1.0f / ((1.0f + fabsf(x)) * (1.0f + fabsf(x))));
+    case 18: BL_GRAD(x < 0.0f ? alpha * expm1f(x) : x, x < 0.0f ? alpha * bl_expf(x) : 1.0f);
+    case 19: BL_GRAD(bl_minf(x < 0.0f ? alpha * x : x, beta),
+                     x < 0.0f ? (alpha * x > beta ? 0.0f : alpha) : (x > beta ? 0.0f : 1.0f));
+    case 20: BL_GRAD(alpha * x + beta, alpha);
+    case 22: BL_GRAD(-bl_softplus1(-x), bl_sigmoidf(-x));
+    case 23: BL_GRAD(x < 0.0f ? selu_l * selu_a * expm1f(x) : selu_l * x,
+                     x < 0.0f ? selu_l * selu_a * bl_expf(x) : selu_l);
+    case 24: BL_GRAD(x < 0.0f ? alpha * expm1f(x / alpha) : x, x < 0.0f ? bl_expf(x / alpha) : 1.0f);
+    case 25: BL_GRAD(fabsf(x) < fabsf(alpha) ? 0.0f : x, fabsf(x) < fabsf(alpha) ? 0.0f : 1.0f);
+    case 26: BL_GRAD(fabsf(x) < fabsf(alpha) ? 0.0f : x - copysignf(alpha, x),
+                     fabsf(x) < fabsf(alpha) ? 0.0f : 1.0f);
+    case 27: for (size_t j = 0; j < n; j++) {
+            float t = bl_tanhf(pre[j]); val[j] = pre[j] - t; der[j] = t * t;
+        } break;
+    case 28: BL_GRAD(x <= alpha ? beta : x, x <= alpha ? 0.0f : 1.0f);
+    case 30: BL_GRAD(x * bl_clampf(x + 3.0f, 0.0f, 6.0f) / 6.0f,
+                     bl_clampf(x + 3.0f, 0.0f, 6.0f) / 6.0f
+                     + ((x + 3.0f < 0.0f || x + 3.0f > 6.0f) ? 0.0f : x / 6.0f));
+    case 31: for (size_t j = 0; j < n; j++) {
+            float x = pre[j], s = bl_sigmoidf(x); val[j] = x * s; der[j] = s + x * s * (1.0f - s);
+        } break;
+    case 32: BL_GRAD(bl_clampf(x, 0.0f, 6.0f), (x < 0.0f || x > 6.0f) ? 0.0f : 1.0f);
+    case 33: BL_GRAD(erff(x), two_over_sqrt_pi * bl_expf(-x * x));
+    case 34: BL_GRAD(0.5f * x * (1.0f + erff(x * 0.70710678118654752f)),
+                     0.5f * (1.0f + erff(x * 0.70710678118654752f))
+                     + x * inv_sqrt_2pi * bl_expf(-0.5f * x * x));
+    case 35: for (size_t j = 0; j < n; j++) {
+            float x = pre[j], s = bl_sigmoidf(1.702f * x);
+            val[j] = x * s; der[j] = s + 1.702f * x * s * (1.0f - s);
+        } break;
+    default: break;  /* unreachable: validation rejects every other value */
+    }
+}
+
+#undef BL_GRAD
+
 /* Flush denormals to zero inside the kernel (saturated gates produce them, and they are
  * many times slower on most CPUs); the caller's FP state is restored on the way out. */
 #if defined(__x86_64__) || defined(__i386__) || defined(_M_X64)

@@ -47,3 +47,37 @@ def direct_apply_lstm_batch_training_caching(
     cache, capacity = _cache_buffer(training_cache)
     if bnns._forward(addr, faddr, cache, capacity) != 0:
         raise BNNSError(bnns._last_error())
+
+
+def compute_lstm_training_cache_capacity(params: LayerParametersLSTM) -> int:
+    """``BNNSComputeLSTMTrainingCacheCapacity``: bytes of training cache these parameters need."""
+    capacity = bnns._capacity(_address(params, LayerParametersLSTM, "params"))
+    if capacity == 0:
+        raise BNNSError(bnns._last_error())
+    return capacity
+
+
+def direct_apply_lstm_batch_backward(
+    params: LayerParametersLSTM,
+    delta_params: LayerParametersLSTM,
+    filter_params: FilterParameters | None = None,
+    training_cache: Any = None,
+) -> None:
+    """``BNNSDirectApplyLSTMBatchBackward``: gradients into ``delta_params``' buffers.
+
+    ``delta_params.output_descriptor`` carries dL/dy, dL/dh_n, dL/dc_n (NULL data = 0); its
+    ``input_descriptor`` and gate descriptors receive dL/dx, dL/dh0, dL/dc0 and the weight,
+    peephole and bias gradients (NULL data = not computed). Without ``training_cache`` the
+    forward pass is replayed internally.
+    """
+    addr = _address(params, LayerParametersLSTM, "params")
+    daddr = _address(delta_params, LayerParametersLSTM, "delta_params")
+    faddr = _address(filter_params, FilterParameters, "filter_params")
+    cache, capacity = _cache_buffer(training_cache)
+    if bnns._backward(addr, daddr, faddr, cache, capacity) != 0:
+        raise BNNSError(bnns._last_error())
+
+
+def set_dropout_seed(seed: int) -> None:
+    """Seed this thread's dropout generator (``bnnslstm_set_dropout_seed``)."""
+    bnns._set_dropout_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)

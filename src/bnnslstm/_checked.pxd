@@ -17,3 +17,12 @@ cdef inline bint add_ovf(size_t a, size_t b, size_t *out) noexcept nogil:
         return True
     out[0] = a + b
     return False
+
+cdef inline bint region(size_t *off, size_t a, size_t b, size_t c, size_t *start) noexcept nogil:
+    """Reserve a*b*c floats at *off (rounded up to 64 bytes) for a workspace region whose start
+    (in floats) goes to *start; True on overflow."""
+    cdef size_t n
+    if mul_ovf(a, b, &n) or mul_ovf(n, c, &n) or add_ovf(n, 15, &n):
+        return True
+    start[0] = off[0]
+    return add_ovf(off[0], n & ~(<size_t>15), off)

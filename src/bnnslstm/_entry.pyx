@@ -1,30 +1,98 @@
 # cython: language_level=3
 """The entry points: validate, plan, allocate the workspace, run, free."""
+from libc.stdint cimport uint64_t
+
+from bnnslstm._backward cimport backward_workspace_bytes, lstm_backward
+from bnnslstm._cache cimport (
+    Cache, cache_capacity, cache_check, cache_open, cache_seal, dropout_active,
+)
+from bnnslstm._checked cimport add_ovf
+from bnnslstm._dropout cimport set_seed
 from bnnslstm._forward cimport forward_workspace_bytes, lstm_forward
 from bnnslstm._memory cimport ws_alloc, ws_free
-from bnnslstm._plan cimport LSTMPlan, clear_error, last_error, plan_forward, set_error
+from bnnslstm._plan cimport (
+    GradPlan, LSTMPlan, clear_error, last_error, plan_backward, plan_forward, set_error,
+)
+
+cdef size_t capacity_entry(const BNNSLayerParametersLSTM *layer_params) noexcept nogil:
+    cdef LSTMPlan plan
+    clear_error()
+    if plan_forward(layer_params, NULL, &plan):
+        return 0
+    return cache_capacity(&plan)
 
 cdef int forward_entry(const BNNSLayerParametersLSTM *layer_params,
                        const BNNSFilterParameters *filter_params,
                        void *training_cache_ptr, size_t training_cache_capacity) noexcept nogil:
     cdef LSTMPlan plan
+    cdef Cache cache
     cdef size_t nbytes
     cdef void *ws
     cdef int rc
     clear_error()
     if plan_forward(layer_params, filter_params, &plan):
         return -1
-    if training_cache_ptr != NULL:
-        return set_error(b"training_cache_ptr: the training cache is not supported yet "
-                         b"(pass NULL for inference)")
+    if training_cache_ptr != NULL and cache_open(&plan, training_cache_ptr,
+                                                 training_cache_capacity, &cache):
+        return -1
     if forward_workspace_bytes(&plan, &nbytes):
         return -1
     ws = ws_alloc(&plan.filter, nbytes)
     if ws == NULL:
         return set_error(b"could not allocate the forward workspace")
-    rc = lstm_forward(&plan, ws)
+    rc = lstm_forward(&plan, ws, &cache if training_cache_ptr != NULL else NULL)
+    ws_free(&plan.filter, ws)
+    if rc == 0 and training_cache_ptr != NULL:
+        cache_seal(&plan, &cache)
+    return rc
+
+cdef int backward_entry(const BNNSLayerParametersLSTM *layer_params,
+                        const BNNSLayerParametersLSTM *layer_delta_params,
+                        const BNNSFilterParameters *filter_params,
+                        const void *training_cache_ptr,
+                        size_t training_cache_capacity) noexcept nogil:
+    cdef LSTMPlan plan, replay
+    cdef GradPlan grad
+    cdef Cache cache
+    cdef size_t fwd_bytes, bwd_bytes, own_cache = 0, nbytes
+    cdef char *ws
+    cdef int rc = 0
+    clear_error()
+    if plan_backward(layer_params, layer_delta_params, filter_params, &plan, &grad):
+        return -1
+    if training_cache_ptr != NULL:
+        if cache_open(&plan, <void *>training_cache_ptr, training_cache_capacity, &cache) \
+                or cache_check(&plan, &cache):
+            return -1
+    elif dropout_active(&plan):
+        return set_error(b"training_cache_ptr is NULL but dropout is active: the backward pass "
+                         b"needs the forward call's dropout masks, kept in its training cache")
+    else:
+        own_cache = cache_capacity(&plan)     # D12: replay the forward into scratch memory
+        if own_cache == 0:
+            return -1
+    if backward_workspace_bytes(&plan, &grad, &bwd_bytes) \
+            or forward_workspace_bytes(&plan, &fwd_bytes):
+        return -1
+    if add_ovf(own_cache, max(bwd_bytes, fwd_bytes if own_cache else 0), &nbytes):
+        return set_error(b"workspace size overflows size_t")
+    ws = <char *>ws_alloc(&plan.filter, nbytes)
+    if ws == NULL:
+        return set_error(b"could not allocate the backward workspace")
+    if own_cache:
+        replay = plan                          # D12: never write the caller's forward outputs
+        replay.y.data = NULL
+        replay.hn.data = NULL
+        replay.cn.data = NULL
+        cache_open(&replay, ws, own_cache, &cache)
+        rc = lstm_forward(&replay, ws + own_cache, &cache)
+    if rc == 0:
+        rc = lstm_backward(&plan, &grad, &cache, ws + own_cache)
     ws_free(&plan.filter, ws)
     return rc
 
 cdef const char *entry_last_error() noexcept nogil:
     return last_error()
+
+cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil:
+    set_seed(seed)

@@ -1,5 +1,6 @@
 # cython: language_level=3
+from bnnslstm._cache cimport Cache
 from bnnslstm._plan cimport LSTMPlan
 
 cdef int forward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil
-cdef int lstm_forward(const LSTMPlan *p, void *workspace) noexcept nogil
+cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept nogil

@@ -7,7 +7,13 @@ from typing import Any
 
 import numpy as np
 
-from bnnslstm._api import BNNSError, direct_apply_lstm_batch_training_caching
+from bnnslstm._api import (
+    BNNSError,
+    compute_lstm_training_cache_capacity,
+    direct_apply_lstm_batch_backward,
+    direct_apply_lstm_batch_training_caching,
+    set_dropout_seed,
+)
 from bnnslstm._enums import ActivationFunction, DataLayout, LayerFlags
 from bnnslstm._mirror import (
     Activation,
@@ -68,7 +74,7 @@ class LSTM:
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.bidirectional, self.batch_first = bias, bidirectional, batch_first
         self.dropout, self.peephole, self.seed = float(dropout), peephole, seed
-        self.num_directions = D = 2 if bidirectional else 1
+        self.num_directions = 2 if bidirectional else 1
         self.default_activations = gate_activations is None and hidden_activation is None
         self.gate_activations = [make_activation(a) for a in (gate_activations or _DEFAULT_FUNCS)]
         self.hidden_activation = make_activation(
@@ -78,65 +84,80 @@ class LSTM:
         # Weights live in the BNNS memory order of spec 3.3; params holds views into them.
         rng = np.random.default_rng(seed)
         k = 1.0 / np.sqrt(hidden_size)
-        L, H, I = num_layers, hidden_size, input_size
 
         def init(*shape: int) -> np.ndarray:
             return rng.uniform(-k, k, size=shape).astype(np.float32)
 
         # The four gates of each (layer, direction) are stacked like PyTorch's [4H x in]
         # blocks, so the kernel multiplies them in place instead of packing them per call.
-        self._wx0 = init(D, 4, H, I)                                     # iw_desc[0]: layer 0
-        self._wx1 = init(L - 1, D, 4, H, D * H) if L > 1 else None       # iw_desc[1]
-        self._wh = init(L, D, 4, H, H)
-        self._b = init(L, D, 4, H) if bias else None
-        self._wc = None
-        if peephole == "full":
-            self._wc = init(L, D, 4, H, H)
-        elif peephole == "diagonal":      # per gate contiguous: a Vector layout is one stride
-            self._wc = init(4, L, D, H)
-        self.params = self._views()
-        self._template = self._build_template()
-
-    # -- parameters ------------------------------------------------------------------------
-    def _views(self) -> dict[str, np.ndarray]:
-        views: dict[str, np.ndarray] = {}
-        for g, gate in enumerate(GATES):
-            for layer in range(self.num_layers):
-                for d in range(self.num_directions):
-                    wx = self._wx0[d, g] if layer == 0 else self._wx1[layer - 1, d, g]
-                    views[param_key("w_x", gate, layer, d)] = wx
-                    views[param_key("w_h", gate, layer, d)] = self._wh[layer, d, g]
-                    if self._wc is not None:
-                        views[param_key("w_c", gate, layer, d)] = self._gate_wc(g)[layer, d]
-                    if self._b is not None:
-                        views[param_key("b", gate, layer, d)] = self._b[layer, d, g]
-        return views
-
-    def _gate_wc(self, g: int) -> np.ndarray:
-        return self._wc[g] if self.peephole == "diagonal" else self._wc[:, :, g]
-
-    def _build_template(self) -> LayerParametersLSTM:
-        """The parameters struct with every weight descriptor filled; forward copies it."""
-        p = LayerParametersLSTM(
+        self._w = {name: init(*shape) for name, shape in self._shapes().items()}
+        self.params = self._views(self._w)
+        self.grads: dict[str, np.ndarray] = {}
+        self._template = LayerParametersLSTM(
             input_size=self.input_size, hidden_size=self.hidden_size,
             num_layers=self.num_layers, dropout=self.dropout,
             lstm_flags=(LayerFlags.LSTMBidirectional if self.bidirectional else 0)
             | (LayerFlags.LSTMDefaultActivations if self.default_activations else 0),
             hidden_activation=self.hidden_activation,
         )
-        for g, gate in enumerate(p.gates):
-            wx0 = NDArrayDescriptor(data=self._wx0[:, g])
-            wx1 = NDArrayDescriptor(data=self._wx1[:, :, g]) if self._wx1 is not None else wx0
-            gate.iw_desc = (wx0, wx1)
-            gate.hw_desc = NDArrayDescriptor(data=self._wh[:, :, g])
-            if self._wc is not None:
-                gate.cw_desc = NDArrayDescriptor(
-                    data=self._gate_wc(g),
-                    layout=DataLayout.Vector if self.peephole == "diagonal" else 0)
-            if self._b is not None:
-                gate.b_desc = NDArrayDescriptor(data=self._b[:, :, g])
+        self._set_gates(self._template, self._w)
+        for g, gate in enumerate(self._template.gates):
             gate.activation = self.gate_activations[g]
-        return p
+        self._training: dict | None = None
+        self._calls = 0
+
+    # -- parameters ------------------------------------------------------------------------
+    def _shapes(self) -> dict[str, tuple]:
+        """Storage of each tensor kind (the gate axis is the one of size 4)."""
+        L, D, H, I = self.num_layers, self.num_directions, self.hidden_size, self.input_size
+        shapes = {"wx0": (D, 4, H, I), "wh": (L, D, 4, H, H)}         # iw_desc[0]: layer 0
+        if L > 1:
+            shapes["wx1"] = (L - 1, D, 4, H, D * H)                     # iw_desc[1]
+        if self.bias:
+            shapes["b"] = (L, D, 4, H)
+        if self.peephole == "full":
+            shapes["wc"] = (L, D, 4, H, H)
+        elif self.peephole == "diagonal":   # per gate contiguous: a Vector layout is one stride
+            shapes["wc"] = (4, L, D, H)
+        return shapes
+
+    def _gate(self, store: dict, name: str, g: int) -> np.ndarray:
+        """Gate g's slice of a stored tensor, in its BNNS order [L][D][H]... ."""
+        a = store[name]
+        if name == "wx0":
+            return a[:, g]
+        return a[g] if (name == "wc" and self.peephole == "diagonal") else a[:, :, g]
+
+    def _views(self, store: dict) -> dict[str, np.ndarray]:
+        views: dict[str, np.ndarray] = {}
+        kinds = (("w_x", "wx"), ("w_h", "wh"), ("w_c", "wc"), ("b", "b"))
+        for g, gate in enumerate(GATES):
+            for layer in range(self.num_layers):
+                for d in range(self.num_directions):
+                    for kind, name in kinds:
+                        if name == "wx":
+                            a = self._gate(store, "wx0", g)[d] if layer == 0 else \
+                                self._gate(store, "wx1", g)[layer - 1, d]
+                        elif name in store:
+                            a = self._gate(store, name, g)[layer, d]
+                        else:
+                            continue
+                        views[param_key(kind, gate, layer, d)] = a
+        return views
+
+    def _set_gates(self, p: LayerParametersLSTM, store: dict) -> None:
+        """Point p's gate descriptors at a storage (the weights, or their gradients)."""
+        for g, gate in enumerate(p.gates):
+            wx0 = NDArrayDescriptor(data=self._gate(store, "wx0", g))
+            wx1 = NDArrayDescriptor(data=self._gate(store, "wx1", g)) if "wx1" in store else wx0
+            gate.iw_desc = (wx0, wx1)
+            gate.hw_desc = NDArrayDescriptor(data=self._gate(store, "wh", g))
+            if "wc" in store:
+                gate.cw_desc = NDArrayDescriptor(
+                    data=self._gate(store, "wc", g),
+                    layout=DataLayout.Vector if self.peephole == "diagonal" else 0)
+            if "b" in store:
+                gate.b_desc = NDArrayDescriptor(data=self._gate(store, "b", g))
 
     # -- forward ---------------------------------------------------------------------------
     def forward(
@@ -153,11 +174,9 @@ class LSTM:
         ``lengths`` (one per sample, any order) runs a variable-length batch: the layer sorts
         the samples, passes per-step batch sizes in ``sequence_descriptor`` and restores the
         order. Outputs past a sample's length are 0; its h_n/c_n are from its last step.
+        ``training=True`` keeps a training cache for ``backward`` and applies dropout.
         """
-        if training:
-            raise NotImplementedError("training=True needs the training cache and backward "
-                                      "pass, which are not implemented yet")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        x = _as_f32(x, copy=training)     # training: backward re-reads x, so keep our own copy
         if x.ndim != 3:
             raise BNNSError(f"x must have 3 dimensions, got shape {x.shape}")
         T, N = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
@@ -178,22 +197,24 @@ class LSTM:
         y = np.empty((N, T, D * H) if self.batch_first else (T, N, D * H), np.float32)
         hn = np.empty((L, D, N, H), np.float32)
         cn = np.empty((L, D, N, H), np.float32)
+        # from_buffer_copy drops the weights' keep-alive references: the template holds them.
         p = LayerParametersLSTM.from_buffer_copy(self._template)
         p.batch_size, p.seq_len = N, T
-        layout = DataLayout.NSE if self.batch_first else DataLayout.SNE
-        p.input_descriptor = LSTMDataDescriptor(
-            data_desc=NDArrayDescriptor(data=x, layout=layout),
-            hidden_desc=NDArrayDescriptor(data=h0),
-            cell_state_desc=NDArrayDescriptor(data=c0))
-        p.output_descriptor = LSTMDataDescriptor(
-            data_desc=NDArrayDescriptor(data=y, layout=layout),
-            hidden_desc=NDArrayDescriptor(data=hn), cell_state_desc=NDArrayDescriptor(data=cn))
+        p.input_descriptor = self._data_descriptor(x, h0, c0)
+        p.output_descriptor = self._data_descriptor(y, hn, cn)
         if lengths is not None:
             batch_sizes = (lengths[None, :] > np.arange(T)[:, None]).sum(1).astype(np.uint64)
             p.sequence_descriptor = NDArrayDescriptor(data=batch_sizes,
                                                       layout=DataLayout.Vector)
-        # from_buffer_copy drops the weights' keep-alive references: the template holds them.
-        direct_apply_lstm_batch_training_caching(p)
+        cache = None
+        if training:
+            cache = np.empty(compute_lstm_training_cache_capacity(p), np.uint8)
+            if self.seed is not None:        # this layer's masks: reproducible from its seed
+                set_dropout_seed(self.seed + self._calls)
+            self._calls += 1
+        direct_apply_lstm_batch_training_caching(p, None, cache)
+        self._training = dict(params=p, cache=cache, order=order, lengths=lengths,
+                              x_shape=x.shape, y_shape=y.shape) if training else None
 
         if self._reverse_time:
             y = _reverse_sequences(y, lengths, bn)
@@ -206,10 +227,61 @@ class LSTM:
 
     __call__ = forward
 
+    def backward(self, dy: Any, dh_n: Any = None,
+                 dc_n: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradients of the last ``forward(..., training=True)``.
+
+        dy has y's shape; dh_n/dc_n h_n's (None = zero). Returns (dx, dh0, dc0) and fills
+        ``self.grads`` (same keys as ``self.params``) with the parameter gradients.
+        """
+        st = self._training
+        if st is None:
+            raise BNNSError("backward() needs a forward(..., training=True) before it")
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        bn = 0 if self.batch_first else 1
+        N = st["x_shape"][bn]
+        order, lengths = st["order"], st["lengths"]
+        dy = _as_f32(dy)
+        if dy.shape != st["y_shape"]:
+            raise BNNSError(f"dy has shape {dy.shape}, expected y's {st['y_shape']}")
+        dhn, dcn = self._state(dh_n, N, "dh_n"), self._state(dc_n, N, "dc_n")
+        if order is not None:
+            dy = np.take(dy, order, axis=bn)
+            dhn = None if dhn is None else np.ascontiguousarray(dhn[:, :, order])
+            dcn = None if dcn is None else np.ascontiguousarray(dcn[:, :, order])
+        if self._reverse_time:
+            dy = _reverse_sequences(dy, lengths, bn)
+        dx = np.empty(st["x_shape"], np.float32)
+        dh0 = np.empty((L, D, N, H), np.float32)
+        dc0 = np.empty((L, D, N, H), np.float32)
+        grads = {name: np.zeros(shape, np.float32) for name, shape in self._shapes().items()}
+        delta = LayerParametersLSTM()
+        delta.output_descriptor = self._data_descriptor(dy, dhn, dcn)
+        delta.input_descriptor = self._data_descriptor(dx, dh0, dc0)
+        self._set_gates(delta, grads)
+        direct_apply_lstm_batch_backward(st["params"], delta, None, st["cache"])
+        self.grads = self._views(grads)
+
+        if self._reverse_time:
+            dx = _reverse_sequences(dx, lengths, bn)
+        dh0, dc0 = dh0.reshape(L * D, N, H), dc0.reshape(L * D, N, H)
+        if order is not None:
+            inverse = np.argsort(order)
+            dx = np.take(dx, inverse, axis=bn)
+            dh0, dc0 = dh0[:, inverse], dc0[:, inverse]
+        return dx, dh0, dc0
+
+    def _data_descriptor(self, seq: np.ndarray, h: np.ndarray | None,
+                         c: np.ndarray | None) -> LSTMDataDescriptor:
+        layout = DataLayout.NSE if self.batch_first else DataLayout.SNE
+        return LSTMDataDescriptor(data_desc=NDArrayDescriptor(data=seq, layout=layout),
+                                  hidden_desc=NDArrayDescriptor(data=h),
+                                  cell_state_desc=NDArrayDescriptor(data=c))
+
     def _state(self, s: Any, N: int, name: str) -> np.ndarray | None:
         if s is None:
             return None
-        s = np.asarray(s, dtype=np.float32)
+        s = _as_f32(s)
         want = (self.num_layers * self.num_directions, N, self.hidden_size)
         if s.shape != want:
             raise BNNSError(f"{name} has shape {s.shape}, expected {want}")
@@ -244,6 +316,14 @@ class LSTM:
         """An LSTM from ONNX LSTM operator tensors (gate order i, o, f, c; see _interop)."""
         from bnnslstm._interop import from_onnx
         return from_onnx(cls, W, R, B, P, direction=direction, **attributes)
+
+
+def _as_f32(a: Any, copy: bool = False) -> np.ndarray:
+    """A C-contiguous, writable float32 array (BNNS descriptors point at void *)."""
+    a = np.asarray(a)
+    if copy or a.dtype != np.float32 or not a.flags.c_contiguous or not a.flags.writeable:
+        a = np.array(a, dtype=np.float32, order="C", copy=True)
+    return a
 
 
 def _reverse_sequences(a: np.ndarray, lengths: np.ndarray | None, batch_axis: int) -> np.ndarray:

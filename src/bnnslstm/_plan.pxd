@@ -23,6 +23,7 @@ cdef struct SeqView:
     # x or y: element (t, n, e) at data[e*se + n*sn + t*ss]
     float *data
     size_t se, sn, ss
+    bint accumulate
 
 cdef struct StateView:
     # h0/c0/hN/cN, logical [L][D][N][H]; data NULL = absent
@@ -68,6 +69,20 @@ cdef struct LSTMPlan:
     size_t n_threads
     BNNSFilterParameters filter
 
+cdef struct GradGate:
+    # one gate's gradient outputs (D7, D8); data NULL = not computed
+    WeightView dwx0, dwx1, dwh, dwc, db
+
+cdef struct GradPlan:
+    SeqView dy            # incoming dL/dy (NULL = 0)
+    StateView dhn, dcn    # incoming dL/dh_n, dL/dc_n (NULL = 0)
+    SeqView dx            # outgoing dL/dx
+    StateView dh0, dc0    # outgoing dL/dh0, dL/dc0
+    GradGate gate[4]
+
+cdef int plan_backward(const BNNSLayerParametersLSTM *p, const BNNSLayerParametersLSTM *dp,
+                       const BNNSFilterParameters *fp, LSTMPlan *plan,
+                       GradPlan *grad) noexcept nogil
 cdef int plan_forward(const BNNSLayerParametersLSTM *p, const BNNSFilterParameters *fp,
                       LSTMPlan *plan) noexcept nogil
 cdef size_t batch_at(const LSTMPlan *plan, size_t t) noexcept nogil

@@ -174,6 +174,7 @@ cdef int resolve_seq(const BNNSNDArrayDescriptor *d, const char *name, size_t E,
     if check_extent(d, name, want, 3, s):
         return -1
     v.data = <float *>d.data
+    v.accumulate = d.flags == BNNSNDArrayFlagBackpropAccumulate
     v.se = s[0]
     if d.layout == BNNSDataLayoutNSE:
         v.ss = s[1]
@@ -513,6 +514,101 @@ cdef void find_stacked(LSTMPlan *plan) noexcept nogil:
     plan.wx1_stacked = stacked(plan, <size_t>(<char *>&g.wx1 - <char *>&g))
     plan.wh_stacked = stacked(plan, <size_t>(<char *>&g.wh - <char *>&g))
     plan.wc_stacked = full and stacked(plan, <size_t>(<char *>&g.wc - <char *>&g))
+
+# ---------------------------------------------------------------------------------------------
+# the backward call's gradient descriptors (D7, D8)
+
+cdef int check_flags(const BNNSNDArrayDescriptor *d, const char *name) noexcept nogil:
+    if d.data != NULL and d.flags != BNNSNDArrayFlagBackpropSet \
+            and d.flags != BNNSNDArrayFlagBackpropAccumulate:
+        return failf("%s.flags is 0x%x, expected BNNSNDArrayFlagBackpropSet (0) or "
+                     "BNNSNDArrayFlagBackpropAccumulate (1)", name, d.flags)
+    return 0
+
+cdef int resolve_grad_gate(const BNNSLSTMGateDescriptor *g, int k, const LSTMPlan *plan,
+                           GradGate *gg) noexcept nogil:
+    """Gradients take the shapes of the forward tensors: the same iw_desc split (D1), the
+    forward's peephole kind; a peephole or bias the forward lacks has no gradient."""
+    cdef const GatePlan *gp = &plan.gate[k]
+    cdef char name[96]
+    cdef const char *gname = GATE_NAMES[k]
+    cdef size_t H = plan.H, D = plan.D, L = plan.L
+    cdef bint own_wx1 = gp.wx1.data != NULL
+    gg.dwx0.data = gg.dwx1.data = gg.dwh.data = gg.dwc.data = gg.db.data = NULL
+    snprintf(name, sizeof(name), "layer_delta_params.%s.iw_desc[0]", gname)
+    if g.iw_desc[0].data != NULL and (check_flags(&g.iw_desc[0], name) or resolve_weights(
+            &g.iw_desc[0], name, plan.In, H, D, 1 if own_wx1 else L, &gg.dwx0)):
+        return -1
+    snprintf(name, sizeof(name), "layer_delta_params.%s.iw_desc[1]", gname)
+    if own_wx1 and g.iw_desc[1].data != NULL:
+        if g.iw_desc[1].data == g.iw_desc[0].data:
+            return failf("%s.data equals iw_desc[0].data, but the forward parameters keep "
+                         "layers >= 1 in their own iw_desc[1]: give their gradient its own "
+                         "buffer", name)
+        if check_flags(&g.iw_desc[1], name) or resolve_weights(
+                &g.iw_desc[1], name, plan.W1, H, D, L - 1, &gg.dwx1):
+            return -1
+    snprintf(name, sizeof(name), "layer_delta_params.%s.hw_desc", gname)
+    if g.hw_desc.data != NULL and (check_flags(&g.hw_desc, name)
+                                   or resolve_weights(&g.hw_desc, name, H, H, D, L, &gg.dwh)):
+        return -1
+    snprintf(name, sizeof(name), "layer_delta_params.%s.cw_desc", gname)
+    if g.cw_desc.data != NULL and gp.peephole != PEEP_NONE:
+        if check_flags(&g.cw_desc, name):
+            return -1
+        if gp.peephole == PEEP_DIAG and resolve_vectors(&g.cw_desc, name, H, D, L, &gg.dwc):
+            return -1
+        if gp.peephole == PEEP_FULL and resolve_weights(&g.cw_desc, name, H, H, D, L, &gg.dwc):
+            return -1
+    snprintf(name, sizeof(name), "layer_delta_params.%s.b_desc", gname)
+    if g.b_desc.data != NULL and gp.b.data != NULL and (
+            check_flags(&g.b_desc, name) or resolve_vectors(&g.b_desc, name, H, D, L, &gg.db)):
+        return -1
+    return 0
+
+cdef int plan_backward(const BNNSLayerParametersLSTM *p, const BNNSLayerParametersLSTM *dp,
+                       const BNNSFilterParameters *fp, LSTMPlan *plan,
+                       GradPlan *grad) noexcept nogil:
+    """The forward plan, plus the gradients of layer_delta_params (D8: its scalars, flags and
+    activations are not read; layer_params' are)."""
+    cdef const BNNSLSTMDataDescriptor *i
+    cdef const BNNSLSTMDataDescriptor *o
+    if plan_forward(p, fp, plan):
+        return -1
+    if dp == NULL:
+        return failf("layer_delta_params is NULL")
+    i = &dp.input_descriptor
+    o = &dp.output_descriptor
+    grad.dy.data = grad.dx.data = NULL
+    if o.data_desc.data != NULL and resolve_seq(
+            &o.data_desc, b"layer_delta_params.output_descriptor.data_desc", plan.D * plan.H,
+            plan.N, plan.S, &grad.dy):
+        return -1
+    if i.data_desc.data != NULL and (
+            check_flags(&i.data_desc, b"layer_delta_params.input_descriptor.data_desc")
+            or resolve_seq(&i.data_desc, b"layer_delta_params.input_descriptor.data_desc",
+                           plan.In, plan.N, plan.S, &grad.dx)):
+        return -1
+    if resolve_state(&o.hidden_desc, b"layer_delta_params.output_descriptor.hidden_desc",
+                     plan, &grad.dhn) \
+            or resolve_state(&o.cell_state_desc,
+                             b"layer_delta_params.output_descriptor.cell_state_desc", plan,
+                             &grad.dcn) \
+            or check_flags(&i.hidden_desc, b"layer_delta_params.input_descriptor.hidden_desc") \
+            or resolve_state(&i.hidden_desc, b"layer_delta_params.input_descriptor.hidden_desc",
+                             plan, &grad.dh0) \
+            or check_flags(&i.cell_state_desc,
+                           b"layer_delta_params.input_descriptor.cell_state_desc") \
+            or resolve_state(&i.cell_state_desc,
+                             b"layer_delta_params.input_descriptor.cell_state_desc", plan,
+                             &grad.dc0):
+        return -1
+    if resolve_grad_gate(&dp.input_gate, GATE_I, plan, &grad.gate[GATE_I]) \
+            or resolve_grad_gate(&dp.forget_gate, GATE_F, plan, &grad.gate[GATE_F]) \
+            or resolve_grad_gate(&dp.candidate_gate, GATE_G, plan, &grad.gate[GATE_G]) \
+            or resolve_grad_gate(&dp.output_gate, GATE_O, plan, &grad.gate[GATE_O]):
+        return -1
+    return 0
 
 # ---------------------------------------------------------------------------------------------
 # plan accessors used by the kernels

@@ -5,7 +5,7 @@
 functions under Apple's names. Field order, types and therefore offsets match Apple's
 ``bnns_structures.h`` on LP64 (tests/test_layout.py checks every offset).
 """
-from libc.stdint cimport int32_t, uint32_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 # --- 1.1 enum typedefs: every BNNS enum is stored as uint32_t -----------------------------
 ctypedef uint32_t BNNSDataType
@@ -193,11 +193,21 @@ ctypedef struct BNNSFilterParameters:
     BNNSAlloc alloc_memory
     BNNSFree free_memory
 
-# --- 4.2 the entry point (Apple's exact C signature) -------------------------------------
+# --- 4.1 to 4.3 the entry points (Apple's exact C signatures) -----------------------------
+cdef size_t BNNSComputeLSTMTrainingCacheCapacity(
+    const BNNSLayerParametersLSTM *layer_params) noexcept nogil
+
 cdef int BNNSDirectApplyLSTMBatchTrainingCaching(
     const BNNSLayerParametersLSTM *layer_params,
     const BNNSFilterParameters *filter_params,
     void *training_cache_ptr,
+    const size_t training_cache_capacity) noexcept nogil
+
+cdef int BNNSDirectApplyLSTMBatchBackward(
+    const BNNSLayerParametersLSTM *layer_params,
+    const BNNSLayerParametersLSTM *layer_delta_params,
+    const BNNSFilterParameters *filter_params,
+    const void *training_cache_ptr,
     const size_t training_cache_capacity) noexcept nogil
 
 # --- bnnslstm extensions ------------------------------------------------------------------
@@ -207,3 +217,6 @@ cdef enum:
 
 cdef const char *bnnslstm_last_error() noexcept nogil
 cdef int bnnslstm_abi_version() noexcept nogil
+# Dropout (D6): seeds this thread's mask generator; the masks of the training calls that follow
+# on this thread are then reproducible.
+cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil

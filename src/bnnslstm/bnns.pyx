@@ -1,6 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The BNNS entry points under Apple's names; Cython users cimport them from bnns.pxd."""
-from bnnslstm._entry cimport entry_last_error, forward_entry
+from bnnslstm._entry cimport (
+    backward_entry, capacity_entry, entry_last_error, entry_set_dropout_seed, forward_entry,
+)
+
+cdef size_t BNNSComputeLSTMTrainingCacheCapacity(
+        const BNNSLayerParametersLSTM *layer_params) noexcept nogil:
+    return capacity_entry(layer_params)
 
 cdef int BNNSDirectApplyLSTMBatchTrainingCaching(
         const BNNSLayerParametersLSTM *layer_params,
@@ -9,6 +15,18 @@ cdef int BNNSDirectApplyLSTMBatchTrainingCaching(
         const size_t training_cache_capacity) noexcept nogil:
     return forward_entry(layer_params, filter_params, training_cache_ptr,
                          training_cache_capacity)
+
+cdef int BNNSDirectApplyLSTMBatchBackward(
+        const BNNSLayerParametersLSTM *layer_params,
+        const BNNSLayerParametersLSTM *layer_delta_params,
+        const BNNSFilterParameters *filter_params,
+        const void *training_cache_ptr,
+        const size_t training_cache_capacity) noexcept nogil:
+    return backward_entry(layer_params, layer_delta_params, filter_params, training_cache_ptr,
+                          training_cache_capacity)
+
+cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil:
+    entry_set_dropout_seed(seed)
 
 cdef const char *bnnslstm_last_error() noexcept nogil:
     return entry_last_error()
@@ -26,6 +44,23 @@ def _forward(size_t layer_params, size_t filter_params, size_t cache, size_t cap
             <const BNNSLayerParametersLSTM *>layer_params,
             <const BNNSFilterParameters *>filter_params, <void *>cache, capacity)
     return rc
+
+def _capacity(size_t layer_params) -> int:
+    return BNNSComputeLSTMTrainingCacheCapacity(<const BNNSLayerParametersLSTM *>layer_params)
+
+def _backward(size_t layer_params, size_t delta_params, size_t filter_params, size_t cache,
+              size_t capacity) -> int:
+    """Call the backward entry point on raw addresses, without the GIL."""
+    cdef int rc
+    with nogil:
+        rc = BNNSDirectApplyLSTMBatchBackward(
+            <const BNNSLayerParametersLSTM *>layer_params,
+            <const BNNSLayerParametersLSTM *>delta_params,
+            <const BNNSFilterParameters *>filter_params, <const void *>cache, capacity)
+    return rc
+
+def _set_dropout_seed(unsigned long long seed) -> None:
+    bnnslstm_set_dropout_seed(seed)
 
 def _last_error() -> str:
     return bnnslstm_last_error().decode("utf-8", "replace")

@@ -1,0 +1,315 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The backward pass (spec 4.3, D7, D8) from a filled training cache (DESIGN step 5).
+
+Per (layer, direction), going back through time: only the recurrent chain runs per step
+(dh_prev = dA W_h, the cell chain, and the peepholes); the gate pre-activation gradients dA of
+every step are kept, so that dX, dW_x, dW_h, dW_c and db are whole-sequence GEMMs (or column
+sums) after the loop, as oneDNN does. Layers run top to bottom; a layer's dX, through the
+dropout mask, is the dY of the layer below.
+"""
+from libc.string cimport memcpy, memset
+
+from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, ftz_leave
+from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
+from bnnslstm._checked cimport mul_ovf, region
+from bnnslstm._dropout cimport apply_mask
+from bnnslstm._gemm cimport gemm_rm
+from bnnslstm._plan cimport (
+    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GatePlan, GradGate, WeightView, batch_at, set_error,
+)
+from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
+from bnnslstm._weights cimport (
+    Weights, load_weights, scatter_matrix, scatter_vector, weights_place, weights_regions,
+)
+
+cdef struct BWork:
+    Weights w
+    float *dA       # [S][N][4H] gradients of the gate pre-activations
+    float *dY       # [S][N][D*H] gradient of the current layer's output
+    float *dX       # [S][N][Win] gradient of the current layer's input
+    float *xin      # [S][N][Win] the current layer's input as the forward saw it
+    float *hprev    # [S][N][H] h before each step (processing order)
+    float *cprev    # [S][N][H] c before each step
+    float *dh       # [N][H] dL/dh flowing to the previous step
+    float *dc       # [N][H] dL/dc flowing to the previous step
+    float *val      # [N][4H] gate values
+    float *der      # [N][4H] gate derivatives
+    float *th       # [N][H] act_hidden(c)
+    float *thd      # [N][H] act_hidden'(c)
+    float *h0       # [N][H]
+    float *c0       # [N][H]
+    float *dW       # [4H][Win] one weight gradient block
+    float *dv       # [4H] bias or diagonal-peephole gradient
+
+cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
+    return p.W1 if p.L > 1 and p.W1 > p.In else p.In
+
+cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
+    cdef size_t o[21]
+    cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p)
+    if weights_regions(p, &off, o) \
+            or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
+            or region(&off, SN, win, 1, &o[7]) or region(&off, SN, win, 1, &o[8]) \
+            or region(&off, SN, H, 1, &o[9]) or region(&off, SN, H, 1, &o[10]) \
+            or region(&off, N, H, 1, &o[11]) or region(&off, N, H, 1, &o[12]) \
+            or region(&off, N, 4 * H, 1, &o[13]) or region(&off, N, 4 * H, 1, &o[14]) \
+            or region(&off, N, H, 1, &o[15]) or region(&off, N, H, 1, &o[16]) \
+            or region(&off, N, H, 1, &o[17]) or region(&off, N, H, 1, &o[18]) \
+            or region(&off, 4 * H, win if win > H else H, 1, &o[19]) \
+            or region(&off, 4 * H, 1, 1, &o[20]):
+        return set_error(b"backward workspace size overflows size_t")
+    nfloats[0] = off
+    if base != NULL:
+        weights_place(&b.w, base, o)
+        b.dA, b.dY, b.dX, b.xin = base + o[5], base + o[6], base + o[7], base + o[8]
+        b.hprev, b.cprev, b.dh, b.dc = base + o[9], base + o[10], base + o[11], base + o[12]
+        b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
+        b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
+    return 0
+
+cdef int backward_workspace_bytes(const LSTMPlan *p, const GradPlan *gr,
+                                  size_t *nbytes) noexcept nogil:
+    cdef BWork b
+    cdef size_t n
+    if layout_bwork(p, &b, NULL, &n):
+        return -1
+    if mul_ovf(n, sizeof(float), nbytes):
+        return set_error(b"backward workspace size overflows size_t")
+    return 0
+
+# ---------------------------------------------------------------------------------------------
+# the elementwise pass, one step: from dL/dh and dL/dc to dA and the chains to the previous step
+
+cdef void output_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *pre,
+                      const float *cell, const float *dy, size_t ldy,
+                      float *dA) noexcept nogil:
+    """Gate values/derivatives, da_o, and dc += dh * o * act_h'(c) (+ diagonal o-peephole)."""
+    cdef size_t H = p.H, G = 4 * H, n, j
+    cdef int k
+    cdef float dh
+    cdef float *val
+    cdef float *der
+    cdef float *da
+    cdef float *dc
+    cdef const float *pd = b.w.pdiag + 3 * H
+    for n in range(nt):
+        val, der, da, dc = b.val + n * G, b.der + n * G, dA + n * G, b.dc + n * H
+        for k in range(NGATES):
+            activation_grad_row(p.gate[k].act.function, p.gate[k].act.alpha,
+                                p.gate[k].act.beta, pre + n * G + k * H, val + k * H,
+                                der + k * H, H)
+        activation_grad_row(p.hidden_act.function, p.hidden_act.alpha, p.hidden_act.beta,
+                            cell + n * H, b.th + n * H, b.thd + n * H, H)
+        for j in range(H):
+            dh = dy[n * ldy + j] + b.dh[n * H + j]
+            da[3 * H + j] = dh * b.th[n * H + j] * der[3 * H + j]
+            dc[j] += dh * val[3 * H + j] * b.thd[n * H + j]
+        if p.gate[GATE_O].peephole == PEEP_DIAG:
+            for j in range(H):
+                dc[j] += pd[j] * da[3 * H + j]
+
+cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *cprev,
+                    float *dA) noexcept nogil:
+    """da_i, da_f, da_g and dc_prev = dc * f (+ diagonal i/f/g peepholes)."""
+    cdef size_t H = p.H, G = 4 * H, n, j
+    cdef int k
+    cdef float dcj
+    cdef float *val
+    cdef float *der
+    cdef float *da
+    cdef float *dc
+    cdef const float *cp
+    for n in range(nt):
+        val, der, da, dc, cp = b.val + n * G, b.der + n * G, dA + n * G, b.dc + n * H, \
+            cprev + n * H
+        for j in range(H):
+            dcj = dc[j]
+            da[j] = dcj * val[2 * H + j] * der[j]                  # input:     dc * g * i'
+            da[H + j] = dcj * cp[j] * der[H + j]                   # forget:    dc * c_prev * f'
+            da[2 * H + j] = dcj * val[j] * der[2 * H + j]          # candidate: dc * i * g'
+            dc[j] = dcj * val[H + j]
+        for k in range(GATE_O):
+            if p.gate[k].peephole == PEEP_DIAG:
+                for j in range(H):
+                    dc[j] += b.w.pdiag[k * H + j] * da[k * H + j]
+
+cdef void previous_states(const LSTMPlan *p, BWork *b, size_t l, size_t d, size_t t,
+                          size_t nt, const float *y, const float *cell) noexcept nogil:
+    """h and c before step t of each active sample (processing order), zeros for the others."""
+    cdef size_t H = p.H, N = p.N, DH = p.D * p.H, n, tp
+    cdef bint has_prev
+    for n in range(N):
+        if n >= nt:
+            memset(b.hprev + (t * N + n) * H, 0, H * sizeof(float))
+            memset(b.cprev + (t * N + n) * H, 0, H * sizeof(float))
+            memset(b.dA + (t * N + n) * 4 * H, 0, 4 * H * sizeof(float))
+            continue
+        if d == 0:
+            has_prev, tp = t > 0, t - 1
+        else:                       # reverse: sample n started at its own last step (D5)
+            has_prev, tp = t + 1 < p.S and n < batch_at(p, t + 1), t + 1
+        if has_prev:
+            memcpy(b.hprev + (t * N + n) * H, y + (tp * N + n) * DH + d * H, H * sizeof(float))
+            memcpy(b.cprev + (t * N + n) * H, cell + (tp * N + n) * H, H * sizeof(float))
+        else:
+            memcpy(b.hprev + (t * N + n) * H, b.h0 + n * H, H * sizeof(float))
+            memcpy(b.cprev + (t * N + n) * H, b.c0 + n * H, H * sizeof(float))
+
+# ---------------------------------------------------------------------------------------------
+# whole-sequence gradients after the time loop
+
+cdef void column_sums(const float *a, size_t lda, const float *scale, size_t lds, size_t rows,
+                      size_t n, float *out) noexcept nogil:
+    """out[j] = sum_r a[r][j] (* scale[r][j] when scale is given)."""
+    cdef size_t r, j
+    memset(out, 0, n * sizeof(float))
+    for r in range(rows):
+        if scale == NULL:
+            for j in range(n):
+                out[j] += a[r * lda + j]
+        else:
+            for j in range(n):
+                out[j] += a[r * lda + j] * scale[r * lds + j]
+
+cdef const WeightView *grad_input_view(const LSTMPlan *p, const GradGate *gg, int k, size_t l,
+                                       size_t *idx) noexcept nogil:
+    """Where layer l's dW_x of gate k goes: the forward's iw_desc split (D1)."""
+    if l > 0 and p.gate[k].wx1.data != NULL:
+        idx[0] = l - 1
+        return &gg.dwx1
+    idx[0] = l
+    return &gg.dwx0
+
+cdef void weight_gradients(const LSTMPlan *p, const GradPlan *gr, BWork *b, size_t l, size_t d,
+                           const float *xin, int ldx, int in_w, const float *cell) noexcept nogil:
+    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), k
+    cdef size_t idx
+    cdef const GradGate *gg
+    cdef const WeightView *wv
+    cdef bint want_x = False, want_h = False, want_b = False
+    for k in range(NGATES):
+        wv = grad_input_view(p, &gr.gate[k], k, l, &idx)
+        want_x = want_x or wv.data != NULL
+        want_h = want_h or gr.gate[k].dwh.data != NULL
+        want_b = want_b or gr.gate[k].db.data != NULL
+    if want_x:       # dW_x = dA^T X, all four gates in one GEMM
+        gemm_rm(b'T', b'N', G, in_w, SN, 1.0, b.dA, G, xin, ldx, 0.0, b.dW, in_w)
+        for k in range(NGATES):
+            wv = grad_input_view(p, &gr.gate[k], k, l, &idx)
+            if wv.data != NULL:
+                scatter_matrix(wv, idx, d, b.dW + k * H * in_w, H, in_w)
+    if want_h:       # dW_h = dA^T H_prev
+        gemm_rm(b'T', b'N', G, H, SN, 1.0, b.dA, G, b.hprev, H, 0.0, b.dW, H)
+        for k in range(NGATES):
+            if gr.gate[k].dwh.data != NULL:
+                scatter_matrix(&gr.gate[k].dwh, l, d, b.dW + k * H * H, H, H)
+    if want_b:       # db = column sums of dA
+        column_sums(b.dA, G, NULL, 0, SN, G, b.dv)
+        for k in range(NGATES):
+            if gr.gate[k].db.data != NULL:
+                scatter_vector(&gr.gate[k].db, l, d, b.dv + k * H, H)
+    for k in range(NGATES):  # peepholes: i, f, g read the old cell, o the new one
+        gg = &gr.gate[k]
+        if gg.dwc.data == NULL:
+            continue
+        if p.gate[k].peephole == PEEP_FULL:
+            gemm_rm(b'T', b'N', H, H, SN, 1.0, b.dA + k * H, G,
+                    cell if k == GATE_O else b.cprev, H, 0.0, b.dW, H)
+            scatter_matrix(&gg.dwc, l, d, b.dW, H, H)
+        else:
+            column_sums(b.dA + k * H, G, cell if k == GATE_O else b.cprev, H, SN, H, b.dv)
+            scatter_vector(&gg.dwc, l, d, b.dv, H)
+
+# ---------------------------------------------------------------------------------------------
+# one (layer, direction), then the whole stack
+
+cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
+                             BWork *b, size_t l, size_t d, const float *xin, int ldx,
+                             int in_w, bint need_dx) noexcept nogil:
+    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), k, k2
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt
+    cdef const float *pre = cache_pre(p, cache, l, d)
+    cdef const float *cell = cache_cell(p, cache, l, d)
+    cdef const float *y = cache_y(p, cache, l)
+    cdef float *dA_t
+    cdef size_t ldc
+    load_weights(p, &b.w, l, d, in_w)
+    ldc = <size_t>b.w.ldwc
+    load_state(&p.h0, l, d, N, p.H, b.h0)
+    load_state(&p.c0, l, d, N, p.H, b.c0)
+    load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
+    load_state(&gr.dcn, l, d, N, p.H, b.dc)
+    for step in range(S):                                   # back through time
+        t = S - 1 - step if d == 0 else step
+        nt = batch_at(p, t)
+        dA_t = b.dA + t * N * G
+        previous_states(p, b, l, d, t, nt, y, cell)
+        if nt == 0:
+            continue
+        output_rows(p, b, nt, pre + t * N * G, cell + t * N * p.H, b.dY + t * N * DH + d * p.H,
+                    DH, dA_t)
+        if p.gate[GATE_O].peephole == PEEP_FULL:            # dc += da_o W_oc
+            gemm_rm(b'N', b'N', <int>nt, H, H, 1.0, dA_t + 3 * H, G,
+                    b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
+        cell_rows(p, b, nt, b.cprev + t * N * p.H, dA_t)
+        k = 0
+        while k < GATE_O:                                   # dc_prev += da_k W_kc (i, f, g)
+            if p.gate[k].peephole != PEEP_FULL:
+                k += 1
+                continue
+            k2 = k
+            while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
+                k2 += 1
+            gemm_rm(b'N', b'N', <int>nt, H, (k2 - k) * H, 1.0, dA_t + k * H, G,
+                    b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
+            k = k2
+        # dh_prev = dA W_h (rows of inactive samples keep their gradient)
+        gemm_rm(b'N', b'N', <int>nt, H, G, 1.0, dA_t, G, b.w.wh_cur, b.w.ldwh, 0.0, b.dh, H)
+    store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
+    store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
+    weight_gradients(p, gr, b, l, d, xin, ldx, in_w, cell)
+    if need_dx:        # dX (+)= dA W_x, summed over the directions
+        gemm_rm(b'N', b'N', SN, in_w, G, 1.0, b.dA, G, b.w.wx_cur, b.w.ldwx,
+                0.0 if d == 0 else 1.0, b.dX, in_w)
+
+cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
+                       void *workspace) noexcept nogil:
+    cdef BWork b
+    cdef size_t nfloats, l, d, S = p.S, N = p.N, DH = p.D * p.H, SN = p.S * p.N
+    cdef const float *xin
+    cdef int ldx, in_w
+    cdef bint need_dx
+    cdef bl_fpstate fpstate
+    layout_bwork(p, &b, <float *>workspace, &nfloats)
+    fpstate = ftz_enter()
+    gather_seq(&gr.dy, S, N, DH, p, b.dY)                   # top layer: the caller's dL/dy
+    l = p.L
+    while l > 0:
+        l -= 1
+        if l == 0:
+            in_w = <int>p.In
+            if p.seq_data == NULL and x_in_place(p, &ldx):
+                xin = p.x.data
+            else:                  # padded steps of x become 0: they must not reach dW_x
+                gather_seq(&p.x, S, N, p.In, p, b.xin)
+                xin, ldx = b.xin, in_w
+        else:
+            in_w, ldx = <int>p.W1, <int>DH
+            if cache.dropout:
+                apply_mask(cache_y(p, cache, l - 1), cache_mask(p, cache, l - 1), SN * DH,
+                           p.dropout, b.xin)
+                xin = b.xin
+            else:
+                xin = cache_y(p, cache, l - 1)
+        need_dx = l > 0 or gr.dx.data != NULL
+        for d in range(p.D):
+            backward_direction(p, gr, cache, &b, l, d, xin, ldx, in_w, need_dx)
+        if l > 0:                  # the layer below's dY: dX through the dropout mask
+            if cache.dropout:
+                apply_mask(b.dX, cache_mask(p, cache, l - 1), SN * DH, p.dropout, b.dY)
+            else:
+                memcpy(b.dY, b.dX, SN * DH * sizeof(float))
+        elif need_dx:
+            scatter_seq(&gr.dx, S, N, p.In, b.dX, gr.dx.accumulate)
+    ftz_leave(fpstate)
+    return 0

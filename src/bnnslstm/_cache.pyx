@@ -1,0 +1,165 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""The training cache (D10, D11): what the forward pass keeps for the backward pass.
+
+Layout from the first 64-byte aligned address of the caller's buffer (which may be
+unaligned, as Apple's article allocates it with alignment 1):
+
+    header  64 bytes: magic, version, hash of the parameters, dropout key
+    pre     [L][D][S][N][4H] float  gate pre-activations (i, f, g, o)
+    cell    [L][D][S][N][H]  float  cell state after each step
+    y       [L][S][N][D*H]   float  each layer's output (the next layer's input before dropout)
+    mask    [L-1][S][N][D*H] byte   dropout masks, only when dropout is active
+
+The capacity is exactly that plus 64 bytes of alignment slack.
+"""
+from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.string cimport memcpy
+
+from bnnslstm._checked cimport add_ovf, mul_ovf
+from bnnslstm._plan cimport NGATES, batch_at, plan_forward, set_error
+from bnnslstm.bnns cimport BNNSLayerParametersLSTM
+
+cdef extern from *:
+    """
+    #include <stdio.h>
+    """
+    int snprintf(char *s, size_t n, const char *fmt, ...) nogil
+
+cdef enum:
+    ALIGN = 64
+    HEADER = 64
+    VERSION = 1
+
+cdef uint32_t MAGIC = 0x314D5342   # "BSM1"
+
+cdef struct Header:
+    uint32_t magic
+    uint32_t version
+    uint64_t hash
+    uint64_t key
+
+cdef bint dropout_active(const LSTMPlan *p) noexcept nogil:
+    return p.dropout > 0 and p.L > 1
+
+cdef inline bint grow(size_t *off, size_t a, size_t b, size_t c, size_t elsize) noexcept nogil:
+    """off += a*b*c*elsize rounded up to ALIGN; True on overflow."""
+    cdef size_t n
+    if mul_ovf(a, b, &n) or mul_ovf(n, c, &n) or mul_ovf(n, elsize, &n) \
+            or add_ovf(n, ALIGN - 1, &n):
+        return True
+    return add_ovf(off[0], n & ~(<size_t>ALIGN - 1), off)
+
+cdef int cache_layout(const LSTMPlan *p, Cache *c) noexcept nogil:
+    cdef size_t off = HEADER, SN = p.S * p.N, LD = p.L * p.D
+    c.dropout = dropout_active(p)
+    c.pre = off
+    if grow(&off, LD, SN, 4 * p.H, sizeof(float)):
+        return set_error(b"training cache size overflows size_t")
+    c.cell = off
+    if grow(&off, LD, SN, p.H, sizeof(float)):
+        return set_error(b"training cache size overflows size_t")
+    c.y = off
+    if grow(&off, p.L, SN, p.D * p.H, sizeof(float)):
+        return set_error(b"training cache size overflows size_t")
+    c.mask = off
+    if grow(&off, p.L - 1 if c.dropout else 0, SN, p.D * p.H, 1):
+        return set_error(b"training cache size overflows size_t")
+    c.end = off
+    return 0
+
+cdef size_t cache_capacity(const LSTMPlan *p) noexcept nogil:
+    cdef Cache c
+    cdef size_t n
+    if cache_layout(p, &c) or add_ovf(c.end, ALIGN, &n):
+        return 0
+    return n
+
+cdef uint64_t fnv(uint64_t h, uint64_t v) noexcept nogil:
+    cdef int i
+    for i in range(8):
+        h = (h ^ ((v >> (8 * i)) & 0xFF)) * 0x100000001B3ULL
+    return h
+
+cdef uint64_t params_hash(const LSTMPlan *p) noexcept nogil:
+    """Everything that shapes the cache's contents except the data itself."""
+    cdef uint64_t h = 0xCBF29CE484222325ULL
+    cdef uint32_t bits
+    cdef size_t t
+    cdef int k
+    h = fnv(fnv(fnv(h, p.In), p.H), p.N)
+    h = fnv(fnv(fnv(h, p.L), p.S), p.D)
+    memcpy(&bits, &p.dropout, 4)
+    h = fnv(h, bits)
+    for k in range(NGATES):
+        h = fnv(h, p.gate[k].peephole)
+        h = fnv(h, p.gate[k].b.data != NULL)
+        h = fnv(h, p.gate[k].act.function)
+        memcpy(&bits, &p.gate[k].act.alpha, 4)
+        h = fnv(h, bits)
+        memcpy(&bits, &p.gate[k].act.beta, 4)
+        h = fnv(h, bits)
+    h = fnv(h, p.hidden_act.function)
+    for t in range(p.S):
+        h = fnv(h, batch_at(p, t))
+    return h
+
+cdef int cache_open(const LSTMPlan *p, void *ptr, size_t capacity, Cache *c) noexcept nogil:
+    """Lay the cache out in the caller's buffer (D11: capacity below the minimum is -1)."""
+    cdef char msg[160]
+    cdef size_t need = cache_capacity(p)
+    if need == 0:
+        return -1
+    if capacity < need:
+        snprintf(msg, sizeof(msg), "training_cache_capacity is %zu bytes, below the %zu that "
+                 "BNNSComputeLSTMTrainingCacheCapacity returns for these parameters",
+                 capacity, need)
+        return set_error(msg)
+    cache_layout(p, c)
+    c.base = <char *>((<uintptr_t>ptr + ALIGN - 1) & ~(<uintptr_t>ALIGN - 1))
+    return 0
+
+cdef void cache_seal(const LSTMPlan *p, Cache *c) noexcept nogil:
+    """Write the header once the forward pass has filled the cache."""
+    cdef Header hd
+    hd.magic = MAGIC
+    hd.version = VERSION
+    hd.hash = params_hash(p)
+    hd.key = c.key
+    memcpy(c.base, &hd, sizeof(hd))
+
+cdef int cache_check(const LSTMPlan *p, Cache *c) noexcept nogil:
+    """Is this the cache a forward call with these parameters filled?"""
+    cdef Header hd
+    memcpy(&hd, c.base, sizeof(hd))
+    if hd.magic != MAGIC or hd.version != VERSION:
+        return set_error(b"training cache was not filled by a forward call "
+                         b"(BNNSDirectApplyLSTMBatchTrainingCaching with this cache)")
+    if hd.hash != params_hash(p):
+        return set_error(b"training cache was filled for different parameters (sizes, flags, "
+                         b"dropout, activations, peepholes, biases or sequence batch sizes)")
+    c.key = hd.key
+    return 0
+
+cdef float *cache_pre(const LSTMPlan *p, const Cache *c, size_t l, size_t d) noexcept nogil:
+    return <float *>(c.base + c.pre) + (l * p.D + d) * p.S * p.N * 4 * p.H
+
+cdef float *cache_cell(const LSTMPlan *p, const Cache *c, size_t l, size_t d) noexcept nogil:
+    return <float *>(c.base + c.cell) + (l * p.D + d) * p.S * p.N * p.H
+
+cdef float *cache_y(const LSTMPlan *p, const Cache *c, size_t l) noexcept nogil:
+    return <float *>(c.base + c.y) + l * p.S * p.N * p.D * p.H
+
+cdef unsigned char *cache_mask(const LSTMPlan *p, const Cache *c, size_t l) noexcept nogil:
+    return <unsigned char *>(c.base + c.mask) + l * p.S * p.N * p.D * p.H
+
+
+def _mask_offset(size_t layer_params, size_t cache) -> tuple:
+    """(byte offset of the dropout masks from `cache`, bytes per layer boundary), for tests
+    that inspect the masks a forward call kept. Assumes validated parameters."""
+    cdef LSTMPlan p
+    cdef Cache c
+    if plan_forward(<const BNNSLayerParametersLSTM *>layer_params, NULL, &p):
+        raise ValueError("invalid parameters")
+    cache_layout(&p, &c)
+    c.base = <char *>((<uintptr_t>cache + ALIGN - 1) & ~(<uintptr_t>ALIGN - 1))
+    return <size_t>(c.base - <char *>cache) + c.mask, p.S * p.N * p.D * p.H

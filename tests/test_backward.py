@@ -1,0 +1,216 @@
+"""The backward pass (spec 4.3, D7, D8, D12) against the float64 reference backward."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference as ref
+from problems import GRAD_KEYS, build, build_delta, random_problem
+
+import bnnslstm as bl
+
+RTOL, ATOL = 2e-4, 5e-5
+
+
+def incoming(rng, p, dy=True, dhn=True, dcn=True):
+    S, N, D, H, L = p.S, p.N, p.D, p.H, p.L
+    f = lambda *s: rng.standard_normal(s).astype(np.float32)  # noqa: E731
+    return (f(S, N, D * H) if dy else None, f(L, D, N, H) if dhn else None,
+            f(L, D, N, H) if dcn else None)
+
+
+def run_training(p, dy, dhn, dcn, *, cache=True, fwd=None, delta=None, filter_params=None):
+    """Forward with (or without) a training cache, then backward; returns the delta."""
+    built = build(p, **(fwd or {}))
+    c = None
+    if cache:
+        c = np.zeros(bl.compute_lstm_training_cache_capacity(built.params), np.uint8)
+        bl.direct_apply_lstm_batch_training_caching(built.params, filter_params, c)
+    delta_built = build_delta(p, dy, dhn, dcn, **(delta or {}))
+    bl.direct_apply_lstm_batch_backward(built.params, delta_built.params, filter_params, c)
+    return built, delta_built
+
+
+def compare(got: dict, want: dict, keys=("x", "h0", "c0") + GRAD_KEYS):
+    for key in keys:
+        g, w = got.get(key), want.get(key)
+        if isinstance(w, list):
+            for k in range(4):
+                if g is not None and g[k] is not None and w[k] is not None:
+                    np.testing.assert_allclose(g[k], w[k], rtol=RTOL, atol=ATOL,
+                                               err_msg=f"{key}[{k}]")
+        elif g is not None and w is not None:
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+def check(p, rng, dy=True, dhn=True, dcn=True, **kw):
+    dy, dhn, dcn = incoming(rng, p, dy, dhn, dcn)
+    _, delta = run_training(p, dy, dhn, dcn, **kw)
+    got = delta.read()
+    compare(got, ref.backward(p, dy, dhn, dcn))
+    return got
+
+
+@pytest.mark.parametrize("bidir", [False, True])
+@pytest.mark.parametrize("L", [1, 2, 3])
+@pytest.mark.parametrize("separate_wx1", [True, False])
+def test_stacks_and_directions(rng, bidir, L, separate_wx1):
+    H = 4
+    I = 2 * H if (bidir and not separate_wx1) else (H if not separate_wx1 else 3)
+    p = random_problem(rng, I=I, H=H, N=3, L=L, S=5, bidir=bidir, separate_wx1=separate_wx1)
+    check(p, rng)
+
+
+@pytest.mark.parametrize("N", [1, 5, 11])
+def test_larger_odd_sizes(rng, N):
+    p = random_problem(rng, I=19, H=37, N=N, L=2, S=6, bidir=True, peephole="full", scale=0.2)
+    check(p, rng)
+
+
+@pytest.mark.parametrize("bias", [[True] * 4, [False] * 4, [False, True, False, True]])
+def test_bias_per_gate(rng, bias):
+    check(random_problem(rng, L=2, bidir=True, bias=bias), rng)
+
+
+PEEPHOLE_CASES = [
+    ["full"] * 4, ["diag"] * 4, [None, None, None, "full"], ["full", None, "full", None],
+    [None, "diag", None, "diag"], ["diag", "full", "full", "diag"], [None, None, "full", None],
+]
+
+
+@pytest.mark.parametrize("peeps", PEEPHOLE_CASES)
+@pytest.mark.parametrize("stacked", [False, True])
+def test_peepholes(rng, peeps, stacked):
+    p = random_problem(rng, H=5, L=2, bidir=True, peephole=peeps)
+    check(p, rng, fwd={"stacked": stacked})
+
+
+ELEMENTWISE = sorted(ref.ACTIVATIONS)
+ALPHA_BETA = {8: (-0.5, 0.6), 28: (0.1, -0.2)}
+
+
+@pytest.mark.parametrize("fn", ELEMENTWISE)
+@pytest.mark.parametrize("slot", ["input", "forget", "candidate", "output", "hidden"])
+def test_every_activation_in_every_slot(rng, fn, slot):
+    alpha, beta = ALPHA_BETA.get(fn, (0.7, 0.3))
+    acts = list(ref.DEFAULT_GATE_ACTS)
+    hidden = (ref.TANH, 0.0, 0.0)
+    if slot == "hidden":
+        hidden = (fn, alpha, beta)
+    else:
+        acts[["input", "forget", "candidate", "output"].index(slot)] = (fn, alpha, beta)
+    p = random_problem(rng, H=5, N=3, S=4, acts=acts, hidden_act=hidden, scale=0.8)
+    check(p, rng)
+
+
+@pytest.mark.parametrize("x_layout,y_layout", [("SNE", "NSE"), ("NSE", "SNE"), (0, 0)])
+@pytest.mark.parametrize("strided", [False, True])
+@pytest.mark.parametrize("weight_layout,state_layout", [(0, 0), ("4D", "3D"), ("2D", "Vector")])
+def test_layouts_and_strides(rng, x_layout, y_layout, strided, weight_layout, state_layout):
+    p = random_problem(rng, I=3, H=4, N=3, S=4, L=2, bidir=True, peephole="diag")
+    layouts = dict(x_layout=x_layout, y_layout=y_layout, strided=strided,
+                   weight_layout=weight_layout, state_layout=state_layout)
+    check(p, rng, fwd=layouts, delta=layouts)
+
+
+@pytest.mark.parametrize("lengths", [[5, 5, 5], [5, 3, 1], [4, 2, 2], [5, 0, 0]])
+@pytest.mark.parametrize("bidir", [False, True])
+def test_sequence_batch_sizes(rng, lengths, bidir):
+    p = random_problem(rng, N=3, S=5, L=2, bidir=bidir, lengths=lengths, peephole="full")
+    got = check(p, rng)
+    for n, length in enumerate(sorted(lengths, reverse=True)):
+        assert np.all(got["x"][length:, n] == 0.0)     # padded steps of x get no gradient
+
+
+def test_padded_x_garbage_does_not_leak(rng):
+    # NaN at padded positions of x must not reach any gradient (0 * NaN).
+    p = random_problem(rng, N=3, S=4, lengths=[4, 2, 1])
+    for n, length in enumerate([4, 2, 1]):
+        p.x[length:, n] = np.nan
+    got = check(p, rng)
+    for key in GRAD_KEYS:
+        for a in got[key]:
+            assert a is None or np.all(np.isfinite(a)), key
+
+
+@pytest.mark.parametrize("dy,dhn,dcn", [(True, False, False), (False, True, False),
+                                        (False, False, True), (False, False, False)])
+def test_incoming_gradients_may_be_null(rng, dy, dhn, dcn):
+    p = random_problem(rng, L=2, bidir=True, peephole="diag")
+    got = check(p, rng, dy=dy, dhn=dhn, dcn=dcn)
+    if not (dy or dhn or dcn):
+        assert not np.any(got["x"]) and not np.any(got["wh"][0])
+
+
+@pytest.mark.parametrize("initial", [(False, False), (True, False), (False, True)])
+def test_null_initial_state(rng, initial):
+    check(random_problem(rng, L=2, bidir=True, h0=initial[0], c0=initial[1]), rng)
+
+
+@pytest.mark.parametrize("want", [("x",), ("h0", "c0"), ("wx0", "wx1"), ("wh",), ("wc", "b"),
+                                  ()])
+def test_null_gradient_outputs_are_skipped(rng, want):
+    p = random_problem(rng, L=2, bidir=True, peephole="full", separate_wx1=True)
+    dy, dhn, dcn = incoming(rng, p)
+    _, delta = run_training(p, dy, dhn, dcn, delta={"want": want, "fill": 7.0})
+    got = delta.read()
+    compare(got, ref.backward(p, dy, dhn, dcn), keys=want)
+    for key in set(("x", "h0", "c0") + GRAD_KEYS) - set(want):
+        value = got.get(key)
+        assert value is None or all(a is None for a in value), key
+
+
+def test_accumulate_flag_adds(rng):
+    # D7: BackpropAccumulate adds to the buffer (here pre-filled with 7) instead of overwriting.
+    p = random_problem(rng, L=2, bidir=True, peephole="diag", separate_wx1=True)
+    dy, dhn, dcn = incoming(rng, p)
+    _, delta = run_training(p, dy, dhn, dcn, delta={"accumulate": True, "fill": 7.0})
+    want = ref.backward(p, dy, dhn, dcn)
+    shifted = {k: ([None if a is None else a + 7.0 for a in v] if isinstance(v, list)
+                   else (None if v is None else v + 7.0)) for k, v in want.items()}
+    compare(delta.read(), shifted)
+
+
+def test_without_cache_equals_with_cache(rng):
+    # D12: backward without a cache replays the forward internally, with the same result...
+    p = random_problem(rng, L=3, bidir=True, peephole="full", lengths=[4, 3, 1], S=4, N=3)
+    dy, dhn, dcn = incoming(rng, p)
+    _, with_cache = run_training(p, dy, dhn, dcn, cache=True)
+    built, without = run_training(p, dy, dhn, dcn, cache=False)
+    a, b = with_cache.read(), without.read()
+    for key in ("x", "h0", "c0"):
+        np.testing.assert_array_equal(a[key], b[key])
+    for key in GRAD_KEYS:
+        for ga, gb in zip(a[key], b[key], strict=True):
+            assert (ga is None) == (gb is None)
+            if ga is not None:
+                np.testing.assert_array_equal(ga, gb)
+    # ...and never writes the caller's forward outputs (they still hold build()'s fill of 7).
+    assert np.all(built.y == 7.0) and np.all(built.hn == 7.0) and np.all(built.cn == 7.0)
+
+
+def test_one_cache_serves_several_backward_calls(rng):
+    p = random_problem(rng, L=2, bidir=True)
+    built = build(p)
+    cache = np.zeros(bl.compute_lstm_training_cache_capacity(built.params), np.uint8)
+    bl.direct_apply_lstm_batch_training_caching(built.params, None, cache)
+    snapshot = cache.copy()
+    results = []
+    for _ in range(2):
+        dy, dhn, dcn = incoming(np.random.default_rng(5), p)
+        delta = build_delta(p, dy, dhn, dcn)
+        bl.direct_apply_lstm_batch_backward(built.params, delta.params, None, cache)
+        results.append(delta.read())
+    np.testing.assert_array_equal(results[0]["x"], results[1]["x"])
+    np.testing.assert_array_equal(cache, snapshot)    # const: backward leaves it as it was
+
+
+def test_training_forward_outputs_equal_inference(rng):
+    p = random_problem(rng, L=3, bidir=True, peephole="full", lengths=[5, 2, 2], S=5, N=3)
+    inference = build(p)
+    bl.direct_apply_lstm_batch_training_caching(inference.params)
+    training = build(p)
+    cache = np.zeros(bl.compute_lstm_training_cache_capacity(training.params), np.uint8)
+    bl.direct_apply_lstm_batch_training_caching(training.params, None, cache)
+    for a, b in zip(inference.outputs(), training.outputs(), strict=True):
+        np.testing.assert_array_equal(a, b)

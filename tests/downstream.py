@@ -33,6 +33,7 @@ def apple_constants() -> dict[str, int]:
 
 SOURCE = '''
 # cython: language_level=3
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from bnnslstm.bnns cimport *
 
@@ -63,31 +64,60 @@ cdef void sequence(BNNSNDArrayDescriptor *d, float *data, size_t E, size_t N,
     d.data = data
     d.data_type = BNNSDataTypeFloat32
 
-def forward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh, size_t b,
-            size_t y, size_t hn, size_t cn):
-    """One unidirectional layer: weights [4][H][I], [4][H][H], biases [4][H], float32 buffers
-    given by address; the struct is filled here, by hand, as in Apple's article."""
-    cdef BNNSLayerParametersLSTM p
+cdef void fill(BNNSLayerParametersLSTM *p, size_t I, size_t H, size_t N, size_t S, float *x,
+               float *wx, float *wh, float *b, float *y, float *hn, float *cn) noexcept nogil:
+    """One unidirectional layer: weights [4][H][I], [4][H][H], biases [4][H]; filled by hand,
+    as in Apple's article. Also fills a delta struct (same shapes) for the backward pass."""
     cdef BNNSLSTMGateDescriptor *gates[4]
-    cdef int k, rc
-    memset(&p, 0, sizeof(p))
+    cdef int k
+    memset(p, 0, sizeof(p[0]))
     p.input_size, p.hidden_size, p.batch_size, p.num_layers, p.seq_len = I, H, N, 1, S
     p.lstm_flags = BNNSLayerFlagsLSTMDefaultActivations
-    sequence(&p.input_descriptor.data_desc, <float *>x, I, N, S)
-    sequence(&p.output_descriptor.data_desc, <float *>y, H, N, S)
-    p.output_descriptor.hidden_desc.data = <float *>hn
-    p.output_descriptor.cell_state_desc.data = <float *>cn
+    sequence(&p.input_descriptor.data_desc, x, I, N, S)
+    if y != NULL:
+        sequence(&p.output_descriptor.data_desc, y, H, N, S)
+    p.output_descriptor.hidden_desc.data = hn
+    p.output_descriptor.cell_state_desc.data = cn
     gates[0], gates[1] = &p.input_gate, &p.forget_gate
     gates[2], gates[3] = &p.candidate_gate, &p.output_gate
     for k in range(4):
-        matrix(&gates[k].iw_desc[0], <float *>wx + k * H * I, I, H)
+        matrix(&gates[k].iw_desc[0], wx + k * H * I, I, H)
         gates[k].iw_desc[1] = gates[k].iw_desc[0]
-        matrix(&gates[k].hw_desc, <float *>wh + k * H * H, H, H)
+        matrix(&gates[k].hw_desc, wh + k * H * H, H, H)
         gates[k].b_desc.layout = BNNSDataLayoutVector
-        gates[k].b_desc.data = <float *>b + k * H
+        gates[k].b_desc.data = b + k * H
+
+def forward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh, size_t b,
+            size_t y, size_t hn, size_t cn):
+    cdef BNNSLayerParametersLSTM p
+    cdef int rc
+    fill(&p, I, H, N, S, <float *>x, <float *>wx, <float *>wh, <float *>b, <float *>y,
+         <float *>hn, <float *>cn)
     with nogil:
         rc = BNNSDirectApplyLSTMBatchTrainingCaching(&p, NULL, NULL, 0)
     return rc, bnnslstm_last_error().decode(), bnnslstm_abi_version()
+
+def backward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh,
+             size_t b, size_t dy, size_t dx, size_t dwx, size_t dwh, size_t db,
+             bint with_cache):
+    """Forward (with a training cache when asked) then backward, all under nogil."""
+    cdef BNNSLayerParametersLSTM p, dp
+    cdef size_t capacity = 0
+    cdef void *cache = NULL
+    cdef int rc = 0
+    fill(&p, I, H, N, S, <float *>x, <float *>wx, <float *>wh, <float *>b, NULL, NULL, NULL)
+    # gradients: same shapes as the forward tensors; dL/dy comes in on the output side
+    fill(&dp, I, H, N, S, <float *>dx, <float *>dwx, <float *>dwh, <float *>db, <float *>dy,
+         NULL, NULL)
+    with nogil:
+        if with_cache:
+            capacity = BNNSComputeLSTMTrainingCacheCapacity(&p)
+            cache = malloc(capacity)
+            rc = BNNSDirectApplyLSTMBatchTrainingCaching(&p, NULL, cache, capacity)
+        if rc == 0:
+            rc = BNNSDirectApplyLSTMBatchBackward(&p, &dp, NULL, cache, capacity)
+        free(cache)
+    return rc, bnnslstm_last_error().decode(), capacity
 '''
 
 

@@ -52,3 +52,28 @@ def test_error_from_downstream(downstream):
     x = np.zeros((1, 1, 1), np.float32)
     rc, err, _ = downstream.forward(0, 1, 1, 1, x.ctypes.data, 0, 0, 0, 0, 0, 0)
     assert rc == -1 and err == "input_size is 0"
+
+
+@pytest.mark.parametrize("with_cache", [True, False])
+def test_backward_under_nogil_matches_python_api(downstream, rng, with_cache):
+    I, H, N, S = 4, 5, 3, 6
+    x = rng.standard_normal((S, N, I)).astype(np.float32)
+    dy = rng.standard_normal((S, N, H)).astype(np.float32)
+    lstm = bl.LSTM(I, H, seed=2)
+    gates = ("input", "forget", "candidate", "output")
+    wx, wh, b = (np.stack([lstm.params[f"{k}_{g}_l0"] for g in gates]) for k in ("w_x", "w_h", "b"))
+    dx = np.full_like(x, 7.0)
+    dwx, dwh, db = np.full_like(wx, 7.0), np.full_like(wh, 7.0), np.full_like(b, 7.0)
+    rc, err, capacity = downstream.backward(
+        I, H, N, S, x.ctypes.data, wx.ctypes.data, wh.ctypes.data, b.ctypes.data,
+        dy.ctypes.data, dx.ctypes.data, dwx.ctypes.data, dwh.ctypes.data, db.ctypes.data,
+        with_cache)
+    assert (rc, err) == (0, "")
+    assert (capacity > 0) == with_cache
+    lstm.forward(x, training=True)
+    rdx, _, _ = lstm.backward(dy)
+    np.testing.assert_array_equal(dx, rdx)
+    for g, gate in enumerate(gates):
+        np.testing.assert_array_equal(dwx[g], lstm.grads[f"w_x_{gate}_l0"])
+        np.testing.assert_array_equal(dwh[g], lstm.grads[f"w_h_{gate}_l0"])
+        np.testing.assert_array_equal(db[g], lstm.grads[f"b_{gate}_l0"])

@@ -147,3 +147,71 @@ def test_float64_and_noncontiguous_input_are_converted(rng):
     y, _ = lstm.forward(x)
     y32, _ = lstm.forward(np.ascontiguousarray(x, np.float32))
     np.testing.assert_array_equal(y, y32)
+
+
+def test_backward_needs_a_training_forward(rng):
+    lstm = bl.LSTM(3, 4)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    with pytest.raises(bl.BNNSError, match="training=True"):
+        lstm.backward(np.zeros((5, 2, 4), np.float32))
+    lstm.forward(x)
+    with pytest.raises(bl.BNNSError, match="training=True"):
+        lstm.backward(np.zeros((5, 2, 4), np.float32))
+    y, _ = lstm.forward(x, training=True)
+    with pytest.raises(bl.BNNSError, match="dy has shape"):
+        lstm.backward(np.zeros((5, 2, 3), np.float32))
+
+
+@pytest.mark.parametrize("peephole", [None, "diagonal", "full"])
+def test_backward_shapes_and_grads_keys(rng, peephole):
+    lstm = bl.LSTM(3, 4, 2, bidirectional=True, peephole=peephole, seed=1)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    y, (hn, cn) = lstm.forward(x, training=True)
+    dx, dh0, dc0 = lstm.backward(np.ones_like(y), np.ones_like(hn))
+    assert dx.shape == x.shape and dh0.shape == hn.shape and dc0.shape == cn.shape
+    assert set(lstm.grads) == set(lstm.params)
+    assert all(lstm.grads[k].shape == lstm.params[k].shape for k in lstm.params)
+    # the gradients match the float64 reference on the same weights
+    p = as_problem(lstm, x)
+    want = ref.backward(p, np.ones(y.shape), np.ones((2, 2, 2, 4)), None)
+    np.testing.assert_allclose(dx, want["x"], rtol=2e-4, atol=5e-5)
+    np.testing.assert_allclose(lstm.grads["w_h_forget_l1_reverse"], want["wh"][1][1, 1],
+                               rtol=2e-4, atol=5e-5)
+
+
+def test_reverse_time_gradients(rng):
+    # ONNX direction="reverse" on x is the forward direction on each sample's reversed prefix.
+    W = rng.uniform(-0.5, 0.5, (1, 16, 3)).astype(np.float32)
+    R = rng.uniform(-0.5, 0.5, (1, 16, 4)).astype(np.float32)
+    rev = bl.LSTM.from_onnx(W, R, direction="reverse")
+    fwd = bl.LSTM.from_onnx(W, R, direction="forward")
+    lengths = np.array([5, 3, 4])
+    x = rng.standard_normal((5, 3, 3)).astype(np.float32)
+    dy = rng.standard_normal((5, 3, 4)).astype(np.float32)
+
+    def flip(a):
+        out = np.zeros_like(a)
+        for n, length in enumerate(lengths):
+            out[:length, n] = a[:length, n][::-1]
+        return out
+
+    for n, length in enumerate(lengths):
+        dy[length:, n] = 0
+    rev.forward(x, lengths=lengths, training=True)
+    dx_rev, _, _ = rev.backward(dy)
+    fwd.forward(flip(x), lengths=lengths, training=True)
+    dx_fwd, _, _ = fwd.backward(flip(dy))
+    np.testing.assert_allclose(dx_rev, flip(dx_fwd), rtol=1e-6, atol=1e-7)
+
+
+def test_layer_dropout_reproducible_with_seed(rng):
+    x = rng.standard_normal((6, 4, 3)).astype(np.float32)
+    runs = []
+    for _ in range(2):
+        lstm = bl.LSTM(3, 8, 3, dropout=0.5, seed=11)
+        runs.append([lstm.forward(x, training=True)[0] for _ in range(2)])
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])
+    assert not np.array_equal(runs[0][0], runs[0][1])     # a new mask each training call
+    inference = bl.LSTM(3, 8, 3, dropout=0.5, seed=11).forward(x)[0]
+    assert not np.array_equal(inference, runs[0][0])      # dropout only when training

@@ -121,7 +121,7 @@ def test_gradients_match_autograd(rng, bias, batch_first, lengths):
     np.testing.assert_allclose(dh0, tdh0, **GRAD_TOL)
     np.testing.assert_allclose(dc0, tdc0, **GRAD_TOL)
     for layer in range(L):
-        for d, sfx in enumerate(("", "_reverse")):
+        for sfx in ("", "_reverse"):
             name = f"_l{layer}{sfx}"
             for g, gate in enumerate(("input", "forget", "candidate", "output")):
                 rows = slice(g * H, (g + 1) * H)

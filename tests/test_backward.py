@@ -52,7 +52,7 @@ def check(p, rng, dy=True, dhn=True, dcn=True, **kw):
 
 
 @pytest.mark.parametrize("bidir", [False, True])
-@pytest.mark.parametrize("L", [1, 2, 3])
+@pytest.mark.parametrize("L", [1, 2, 3, 4])
 @pytest.mark.parametrize("separate_wx1", [True, False])
 def test_stacks_and_directions(rng, bidir, L, separate_wx1):
     H = 4

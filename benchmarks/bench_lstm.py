@@ -1,6 +1,10 @@
-"""Forward-pass timing of bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM.
+"""bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM: forward, and forward+backward.
 
-    python benchmarks/bench_forward.py [--threads 1,2] [--kind inference] [--env both]
+    python benchmarks/bench_lstm.py [--threads 1,2] [--modes forward,train] [--env both]
+
+'forward' times inference on every shape against both peers; 'train' times a training step
+(forward with the training cache, then backward with dL/dx and every weight gradient) on the
+'training' shapes against PyTorch autograd (ONNX Runtime has no backward).
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
 each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
@@ -60,8 +64,10 @@ def blas_info() -> dict:
     return {k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath")}
 
 
-def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator) -> dict:
-    """name -> zero-argument callable running one forward pass on the same weights and x."""
+def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator,
+                 mode: str) -> dict:
+    """name -> zero-argument callable running one forward pass (mode 'forward') or one
+    forward+backward pass (mode 'train') on the same weights and x."""
     import bnnslstm as bl
     from bnnslstm._peers import onnx_lstm_model, onnx_tensors, ort_session
 
@@ -74,21 +80,34 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
         one = bl.LSTM.from_onnx(layer["W"], layer["R"], layer["B"], direction=layer["direction"])
         for key, value in one.params.items():
             ours.params[key.replace("_l0", f"_l{k}")][...] = value
-    parties = {"bnnslstm": lambda: ours.forward(x)}
-    if "onnxruntime" in peers:
+    D = 2 if s["bidir"] else 1
+    dy = rng.standard_normal((s["T"], s["B"], D * s["H"])).astype(np.float32)
+
+    def train_ours():
+        ours.forward(x, training=True)
+        return ours.backward(dy)
+
+    parties = {"bnnslstm": (lambda: ours.forward(x)) if mode == "forward" else train_ours}
+    if "onnxruntime" in peers and mode == "forward":
         sess = ort_session(onnx_lstm_model(layers, s["I"]), threads)
         parties["onnxruntime"] = lambda: sess.run(None, {"X": x})
     if "torch" in peers:
         import torch
 
         torch.set_num_threads(threads)
-        module = ours.to_torch().eval()
-        xt = torch.from_numpy(x)
+        module = ours.to_torch()
+        xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
 
-        def run_torch():
+        def forward_torch():
             with torch.no_grad():
                 return module(xt)
-        parties["torch"] = run_torch
+
+        def train_torch():        # the same work as ours: dL/dx and every weight gradient
+            module.zero_grad(set_to_none=True)
+            xg = xt.clone().requires_grad_()
+            y, _ = module(xg)
+            y.backward(dyt)
+        parties["torch"] = forward_torch if mode == "forward" else train_torch
     return parties
 
 
@@ -111,19 +130,22 @@ def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float 
 def child(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
-    shapes = [s for s in json.loads(Path(args.shapes).read_text())["shapes"]
-              if args.kind == "all" or s["kind"] == args.kind]
+    shapes = json.loads(Path(args.shapes).read_text())["shapes"]
     peers = [p for p in args.peers.split(",") if p]
+    runs = [(mode, s) for mode in args.modes.split(",") for s in shapes
+            if mode == "forward" or s["kind"] == "training"]
     result = {"env": args.env, "blas": blas_info(),
               "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": []}
     rng = np.random.default_rng(0)
     for threads in [int(t) for t in args.threads.split(",")]:
         with threadpool_limits(limits=threads):
             peak = sgemm_peak(threads)
-            for s in shapes:
-                med = time_interleaved(make_parties(s, peers, threads, rng), args.repeats)
-                gflops = forward_flops(s) / med["bnnslstm"] / 1e9
-                row = {"shape": s["name"], "threads": threads, "sgemm_peak_gflops": peak,
+            for mode, s in runs:
+                med = time_interleaved(make_parties(s, peers, threads, rng, mode), args.repeats)
+                flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
+                gflops = flops / med["bnnslstm"] / 1e9
+                row = {"mode": mode, "shape": s["name"], "threads": threads,
+                       "sgemm_peak_gflops": peak,
                        "ms": {k: v * 1e3 for k, v in med.items()}, "gflops": gflops,
                        "peak_fraction": gflops / peak,
                        "ratio": {k: v / med["bnnslstm"] for k, v in med.items()
@@ -136,29 +158,33 @@ def child(args: argparse.Namespace) -> None:
 def format_row(r: dict) -> str:
     ms = " ".join(f"{k}={v:8.3f}ms" for k, v in r["ms"].items())
     ratio = " ".join(f"{k}/ours={v:5.2f}" for k, v in r["ratio"].items())
-    return (f"{r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
+    return (f"{r['mode']:7s} {r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
             f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f})  {ratio}")
 
 
 def markdown(results: list[dict]) -> str:
     out = []
-    for res in results:
+    sections = [(res, mode) for res in results
+                for mode in dict.fromkeys(r["mode"] for r in res["rows"])]
+    for res, mode in sections:
         blas = res["blas"]
-        out.append(f"\n### OpenBLAS {res['env']} (core type {blas.get('architecture')}, "
-                   f"OPENBLAS_CORETYPE={res['OPENBLAS_CORETYPE']})\n")
-        peers = sorted({k for r in res["rows"] for k in r["ratio"]})
+        rows = [r for r in res["rows"] if r["mode"] == mode]
+        title = "Forward" if mode == "forward" else "Forward + backward (training step)"
+        out.append(f"\n### {title}, OpenBLAS {res['env']} (core type "
+                   f"{blas.get('architecture')}, OPENBLAS_CORETYPE={res['OPENBLAS_CORETYPE']})\n")
+        peers = sorted({k for r in rows for k in r["ratio"]})
         out.append("| shape | threads | bnnslstm ms | " + " | ".join(f"{p} ms" for p in peers)
                    + " | GFLOP/s | % sgemm peak | "
                    + " | ".join(f"{p}/ours" for p in peers) + " |")
         out.append("|" + "---|" * (5 + 2 * len(peers)))
-        for r in res["rows"]:
+        for r in rows:
             out.append(f"| {r['shape']} | {r['threads']} | {r['ms']['bnnslstm']:.3f} | "
                        + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
                        + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
                        + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " |")
         for p in peers:
-            for t in sorted({r["threads"] for r in res["rows"]}):
-                vals = [r["ratio"][p] for r in res["rows"] if r["threads"] == t]
+            for t in sorted({r["threads"] for r in rows}):
+                vals = [r["ratio"][p] for r in rows if r["threads"] == t]
                 geo = float(np.exp(np.mean(np.log(vals))))
                 out.append(f"\nGeometric mean {p}/ours, {t} thread(s): **{geo:.2f}**")
     return "\n".join(out)
@@ -169,7 +195,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--peers", default="onnxruntime,torch")
     ap.add_argument("--shapes", default=str(HERE / "shapes.json"))
-    ap.add_argument("--kind", default="inference", choices=["inference", "training", "all"])
+    ap.add_argument("--modes", default="forward,train", help="forward, train or both")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--env", default="both", choices=["as-given", "autodetect", "both"])
     ap.add_argument("--json", help="write the results here")
@@ -184,7 +210,7 @@ def main() -> None:
             for var in OPENBLAS_VARS:
                 env.pop(var, None)
         cmd = [sys.executable, __file__, "--child", "--env", env_mode, "--threads", args.threads,
-               "--peers", args.peers, "--shapes", args.shapes, "--kind", args.kind,
+               "--peers", args.peers, "--shapes", args.shapes, "--modes", args.modes,
                "--repeats", str(args.repeats)]
         print(f"== OpenBLAS {env_mode} ==", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)

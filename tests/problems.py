@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from reference import Problem
+from reference import DEFAULT_GATE_ACTS, TANH, Problem
 
 import bnnslstm as bl
 
@@ -48,6 +48,18 @@ def random_problem(
         lengths = np.sort(np.asarray(lengths))[::-1]
         p.batch_sizes = (lengths[None, :] > np.arange(S)[:, None]).sum(1)
     return p
+
+
+def slot_problem(rng: np.random.Generator, fn: int, slot: str, H: int) -> Problem:
+    """A problem whose activation in `slot` (a gate name or "hidden") is function fn."""
+    alpha, beta = {8: (-0.5, 0.6), 28: (0.1, -0.2)}.get(fn, (0.7, 0.3))
+    acts = list(DEFAULT_GATE_ACTS)
+    hidden = (TANH, 0.0, 0.0)
+    if slot == "hidden":
+        hidden = (fn, alpha, beta)
+    else:
+        acts[["input", "forget", "candidate", "output"].index(slot)] = (fn, alpha, beta)
+    return random_problem(rng, H=H, N=3, S=4, acts=acts, hidden_act=hidden, scale=0.8)
 
 
 def embed(a: np.ndarray, strided: bool, uniform: bool = False) -> np.ndarray:

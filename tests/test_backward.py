@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference as ref
-from problems import GRAD_KEYS, build, build_delta, random_problem
+from problems import GRAD_KEYS, build, build_delta, random_problem, slot_problem
 
 import bnnslstm as bl
 
@@ -86,20 +86,12 @@ def test_peepholes(rng, peeps, stacked):
 
 
 ELEMENTWISE = sorted(ref.ACTIVATIONS)
-ALPHA_BETA = {8: (-0.5, 0.6), 28: (0.1, -0.2)}
 
 
 @pytest.mark.parametrize("fn", ELEMENTWISE)
 @pytest.mark.parametrize("slot", ["input", "forget", "candidate", "output", "hidden"])
 def test_every_activation_in_every_slot(rng, fn, slot):
-    alpha, beta = ALPHA_BETA.get(fn, (0.7, 0.3))
-    acts = list(ref.DEFAULT_GATE_ACTS)
-    hidden = (ref.TANH, 0.0, 0.0)
-    if slot == "hidden":
-        hidden = (fn, alpha, beta)
-    else:
-        acts[["input", "forget", "candidate", "output"].index(slot)] = (fn, alpha, beta)
-    p = random_problem(rng, H=5, N=3, S=4, acts=acts, hidden_act=hidden, scale=0.8)
+    p = slot_problem(rng, fn, slot, H=5)
     check(p, rng)
 
 

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 import reference as ref
-from problems import build, random_problem, run
+from problems import build, random_problem, run, slot_problem
 
 import bnnslstm as bl
 
@@ -96,21 +96,13 @@ def test_stacked_detection_is_not_fooled(rng):
     check(built)
 
 
-ALPHA_BETA = {8: (-0.5, 0.6), 28: (0.1, -0.2), 15: (0.2, 0.5)}
 ELEMENTWISE = sorted(ref.ACTIVATIONS)
 
 
 @pytest.mark.parametrize("fn", ELEMENTWISE)
 @pytest.mark.parametrize("slot", ["input", "forget", "candidate", "output", "hidden"])
 def test_every_activation_in_every_slot(rng, fn, slot):
-    alpha, beta = ALPHA_BETA.get(fn, (0.7, 0.3))
-    acts = list(ref.DEFAULT_GATE_ACTS)
-    hidden = (ref.TANH, 0.0, 0.0)
-    if slot == "hidden":
-        hidden = (fn, alpha, beta)
-    else:
-        acts[["input", "forget", "candidate", "output"].index(slot)] = (fn, alpha, beta)
-    p = random_problem(rng, H=6, N=3, S=4, acts=acts, hidden_act=hidden, scale=0.8)
+    p = slot_problem(rng, fn, slot, H=6)
     check(build(p))
 
 

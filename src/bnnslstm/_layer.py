@@ -181,18 +181,14 @@ class LSTM:
             raise BNNSError(f"x must have 3 dimensions, got shape {x.shape}")
         T, N = (x.shape[1], x.shape[0]) if self.batch_first else (x.shape[0], x.shape[1])
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        bn = 0 if self.batch_first else 1            # batch axis of x and y
         h0 = self._state(h0, N, "h0")
         c0 = self._state(c0, N, "c0")
         order = None
-        if lengths is not None:
+        if lengths is not None:             # the kernel wants samples by descending length
             lengths = self._lengths(lengths, N, T)
             order = np.argsort(-lengths, kind="stable")
-            x, lengths = np.take(x, order, axis=bn), lengths[order]
-            h0 = None if h0 is None else np.ascontiguousarray(h0[:, :, order])
-            c0 = None if c0 is None else np.ascontiguousarray(c0[:, :, order])
-        if self._reverse_time:
-            x = _reverse_sequences(x, lengths, bn)
+            lengths = lengths[order]
+        x, h0, c0 = self._to_kernel(x, h0, c0, order, lengths)
 
         y = np.empty((N, T, D * H) if self.batch_first else (T, N, D * H), np.float32)
         hn = np.empty((L, D, N, H), np.float32)
@@ -216,13 +212,7 @@ class LSTM:
         self._training = dict(params=p, cache=cache, order=order, lengths=lengths,
                               x_shape=x.shape, y_shape=y.shape) if training else None
 
-        if self._reverse_time:
-            y = _reverse_sequences(y, lengths, bn)
-        hn, cn = hn.reshape(L * D, N, H), cn.reshape(L * D, N, H)
-        if order is not None:
-            inverse = np.argsort(order)
-            y = np.take(y, inverse, axis=bn)
-            hn, cn = hn[:, inverse], cn[:, inverse]
+        y, hn, cn = self._to_caller(y, hn, cn, order, lengths)
         return y, (hn, cn)
 
     __call__ = forward
@@ -244,13 +234,8 @@ class LSTM:
         dy = _as_f32(dy)
         if dy.shape != st["y_shape"]:
             raise BNNSError(f"dy has shape {dy.shape}, expected y's {st['y_shape']}")
-        dhn, dcn = self._state(dh_n, N, "dh_n"), self._state(dc_n, N, "dc_n")
-        if order is not None:
-            dy = np.take(dy, order, axis=bn)
-            dhn = None if dhn is None else np.ascontiguousarray(dhn[:, :, order])
-            dcn = None if dcn is None else np.ascontiguousarray(dcn[:, :, order])
-        if self._reverse_time:
-            dy = _reverse_sequences(dy, lengths, bn)
+        dy, dhn, dcn = self._to_kernel(dy, self._state(dh_n, N, "dh_n"),
+                                       self._state(dc_n, N, "dc_n"), order, lengths)
         dx = np.empty(st["x_shape"], np.float32)
         dh0 = np.empty((L, D, N, H), np.float32)
         dc0 = np.empty((L, D, N, H), np.float32)
@@ -262,14 +247,34 @@ class LSTM:
         direct_apply_lstm_batch_backward(st["params"], delta, None, st["cache"])
         self.grads = self._views(grads)
 
+        return self._to_caller(dx, dh0, dc0, order, lengths)
+
+    def _to_kernel(self, seq: np.ndarray, h: np.ndarray | None, c: np.ndarray | None,
+                   order: np.ndarray | None, lengths: np.ndarray | None) -> tuple:
+        """Caller's sample order and time direction -> the kernel's (sorted by length);
+        `lengths` are already in the kernel's order."""
+        bn = 0 if self.batch_first else 1
+        if order is not None:
+            seq = np.take(seq, order, axis=bn)
+            h = None if h is None else np.ascontiguousarray(h[:, :, order])
+            c = None if c is None else np.ascontiguousarray(c[:, :, order])
         if self._reverse_time:
-            dx = _reverse_sequences(dx, lengths, bn)
-        dh0, dc0 = dh0.reshape(L * D, N, H), dc0.reshape(L * D, N, H)
+            seq = _reverse_sequences(seq, lengths, bn)
+        return seq, h, c
+
+    def _to_caller(self, seq: np.ndarray, h: np.ndarray, c: np.ndarray,
+                   order: np.ndarray | None, lengths: np.ndarray | None) -> tuple:
+        """The inverse of _to_kernel, with h/c from [L][D][N][H] to (L*D, N, H)."""
+        bn = 0 if self.batch_first else 1
+        if self._reverse_time:
+            seq = _reverse_sequences(seq, lengths, bn)
+        shape = (self.num_layers * self.num_directions, h.shape[2], self.hidden_size)
+        h, c = h.reshape(shape), c.reshape(shape)
         if order is not None:
             inverse = np.argsort(order)
-            dx = np.take(dx, inverse, axis=bn)
-            dh0, dc0 = dh0[:, inverse], dc0[:, inverse]
-        return dx, dh0, dc0
+            seq = np.take(seq, inverse, axis=bn)
+            h, c = h[:, inverse], c[:, inverse]
+        return seq, h, c
 
     def _data_descriptor(self, seq: np.ndarray, h: np.ndarray | None,
                          c: np.ndarray | None) -> LSTMDataDescriptor:

@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "_isa.h"
+
 /* exp(x): Cephes expf (Cody-Waite reduction, degree-6 polynomial), relative error < 2e-7.
  * Clamped to [-87.3, 88] so that 2^n stays a normal float. */
 static inline float bl_expf(float x)
@@ -20,10 +22,9 @@ static inline float bl_expf(float x)
     float x0 = x;
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.33654f ? -87.33654f : x;
-    float fx = x * 1.44269504088896341f;
-    fx = fx + (fx >= 0.0f ? 0.5f : -0.5f);
-    int32_t n = (int32_t)fx;
-    float nf = (float)n;
+    /* n = round(x / ln 2) without a branch: adding 1.5 * 2^23 rounds to an integer */
+    float nf = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    int32_t n = (int32_t)nf;
     x = x - nf * 0.693359375f;
     x = x + nf * 2.12194440e-4f;
     float z = x * x;
@@ -83,6 +84,7 @@ static inline float bl_softplus1(float z)
 #define BL_LOOP(expr) for (size_t j = 0; j < n; j++) { float x = v[j]; v[j] = (expr); } break
 
 /* v[j] = f(v[j]) for the BNNSActivationFunction `fn` (validated as elementwise). */
+BL_CLONES
 static void bl_activation_row(uint32_t fn, float alpha, float beta, float *restrict v, size_t n)
 {
     const float selu_l = 1.0507009873554804934f, selu_a = 1.6732632423543772848f;
@@ -127,6 +129,7 @@ static void bl_activation_row(uint32_t fn, float alpha, float beta, float *restr
 #define BL_GRAD(value, deriv) \
     for (size_t j = 0; j < n; j++) { float x = pre[j]; val[j] = (value); der[j] = (deriv); } break
 
+BL_CLONES
 static void bl_activation_grad_row(uint32_t fn, float alpha, float beta, const float *restrict pre,
                                    float *restrict val, float *restrict der, size_t n)
 {

@@ -3,18 +3,13 @@
  * The recurrent GEMM of a small batch: BLAS sgemm re-packs all of W on every call, which costs
  * more than the multiply when m is 1 to 8. Here each row of W is read once and used for up to
  * four rows of A while it sits in L1, so W streams from cache/memory exactly once per call.
- * gcc builds one clone per ISA (AVX-512, AVX2+FMA, baseline) and picks one at load time.
  */
 #ifndef BNNSLSTM_SKINNY_H
 #define BNNSLSTM_SKINNY_H
 
 #include <stddef.h>
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define BL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define BL_CLONES
-#endif
+#include "_isa.h"
 
 BL_CLONES
 static void bl_skinny_gemm_nt(int m, int n, int k, const float *A, int lda, const float *W,

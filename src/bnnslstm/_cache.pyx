@@ -158,8 +158,8 @@ def _mask_offset(size_t layer_params, size_t cache) -> tuple:
     that inspect the masks a forward call kept. Assumes validated parameters."""
     cdef LSTMPlan p
     cdef Cache c
-    if plan_forward(<const BNNSLayerParametersLSTM *>layer_params, NULL, &p):
+    if plan_forward(<const BNNSLayerParametersLSTM *>layer_params, NULL, &p) \
+            or cache_layout(&p, &c):
         raise ValueError("invalid parameters")
-    cache_layout(&p, &c)
     c.base = <char *>((<uintptr_t>cache + ALIGN - 1) & ~(<uintptr_t>ALIGN - 1))
     return <size_t>(c.base - <char *>cache) + c.mask, p.S * p.N * p.D * p.H

@@ -16,3 +16,4 @@ cdef int backward_entry(const BNNSLayerParametersLSTM *layer_params,
                         size_t training_cache_capacity) noexcept nogil
 cdef const char *entry_last_error() noexcept nogil
 cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil
+cdef void entry_release_workspace() noexcept nogil

@@ -9,7 +9,7 @@ from bnnslstm._cache cimport (
 from bnnslstm._checked cimport add_ovf
 from bnnslstm._dropout cimport set_seed
 from bnnslstm._forward cimport forward_workspace_bytes, lstm_forward
-from bnnslstm._memory cimport ws_alloc, ws_free
+from bnnslstm._memory cimport release_block, ws_alloc, ws_free
 from bnnslstm._plan cimport (
     GradPlan, LSTMPlan, clear_error, last_error, plan_backward, plan_forward, set_error,
 )
@@ -96,3 +96,6 @@ cdef const char *entry_last_error() noexcept nogil:
 
 cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil:
     set_seed(seed)
+
+cdef void entry_release_workspace() noexcept nogil:
+    release_block()

@@ -104,6 +104,7 @@ class LSTM:
         for g, gate in enumerate(self._template.gates):
             gate.activation = self.gate_activations[g]
         self._training: dict | None = None
+        self._cache_buffer: np.ndarray | None = None
         self._calls = 0
 
     # -- parameters ------------------------------------------------------------------------
@@ -203,8 +204,11 @@ class LSTM:
             p.sequence_descriptor = NDArrayDescriptor(data=batch_sizes,
                                                       layout=DataLayout.Vector)
         cache = None
-        if training:
-            cache = np.empty(compute_lstm_training_cache_capacity(p), np.uint8)
+        if training:                         # reused while big enough: fresh pages cost time
+            need = compute_lstm_training_cache_capacity(p)
+            if self._cache_buffer is None or self._cache_buffer.size < need:
+                self._cache_buffer = np.empty(need, np.uint8)
+            cache = self._cache_buffer[:need]
             if self.seed is not None:        # this layer's masks: reproducible from its seed
                 set_dropout_seed(self.seed + self._calls)
             self._calls += 1

@@ -220,3 +220,6 @@ cdef int bnnslstm_abi_version() noexcept nogil
 # Dropout (D6): seeds this thread's mask generator; the masks of the training calls that follow
 # on this thread are then reproducible.
 cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil
+# Without allocator callbacks each thread keeps its largest workspace for its next call; this
+# frees the calling thread's now (it is also freed when the thread exits).
+cdef void bnnslstm_release_workspace() noexcept nogil

@@ -1,7 +1,8 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The BNNS entry points under Apple's names; Cython users cimport them from bnns.pxd."""
 from bnnslstm._entry cimport (
-    backward_entry, capacity_entry, entry_last_error, entry_set_dropout_seed, forward_entry,
+    backward_entry, capacity_entry, entry_last_error, entry_release_workspace,
+    entry_set_dropout_seed, forward_entry,
 )
 
 cdef size_t BNNSComputeLSTMTrainingCacheCapacity(
@@ -27,6 +28,9 @@ cdef int BNNSDirectApplyLSTMBatchBackward(
 
 cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil:
     entry_set_dropout_seed(seed)
+
+cdef void bnnslstm_release_workspace() noexcept nogil:
+    entry_release_workspace()
 
 cdef const char *bnnslstm_last_error() noexcept nogil:
     return entry_last_error()
@@ -61,6 +65,9 @@ def _backward(size_t layer_params, size_t delta_params, size_t filter_params, si
 
 def _set_dropout_seed(unsigned long long seed) -> None:
     bnnslstm_set_dropout_seed(seed)
+
+def _release_workspace() -> None:
+    bnnslstm_release_workspace()
 
 def _last_error() -> str:
     return bnnslstm_last_error().decode("utf-8", "replace")

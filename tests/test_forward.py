@@ -269,3 +269,39 @@ def test_stacked_weights_are_used_in_place(rng):
             run(build(p, stacked=stacked), fp)
     packed_floats = 4 * 64 * 64 * 3   # W_x, W_h and the peepholes of one (layer, direction)
     assert sizes[0] - sizes[1] >= packed_floats * 4
+
+
+HELPER_SCRIPT = """
+import numpy as np, bnnslstm as bl
+from bnnslstm._forward import _helper_calls
+rng = np.random.default_rng(0)
+for bidir, layers, n, lengths in ((False, 1, 1, None), (True, 2, 4, [9, 5, 3, 1])):
+    lstm = bl.LSTM(40, 160, layers, bidirectional=bidir, peephole="full", seed=1)
+    x = rng.standard_normal((9, n, 40)).astype(np.float32)
+    lstm.n_threads = 1
+    one = lstm.forward(x, lengths=lengths)
+    before = _helper_calls()
+    lstm.n_threads = 2
+    two = lstm.forward(x, lengths=lengths)
+    assert _helper_calls() == before + 1, "the helper thread did not run"
+    for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
+        assert np.array_equal(a, b)
+print("ok")
+"""
+
+
+def test_small_batch_helper_thread_is_bit_identical(tmp_path):
+    # With BLAS single-threaded and n_threads=2, a second thread takes half of W's rows in the
+    # small-batch steps; every output must equal the one-thread result bit for bit.
+    import os
+    import subprocess
+    import sys
+
+    from bnnslstm._forward import _blas_thread_control
+
+    if not _blas_thread_control():
+        pytest.skip("this BLAS has no openblas_set_num_threads_local: the helper never runs")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", HELPER_SCRIPT], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

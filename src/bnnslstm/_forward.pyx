@@ -13,13 +13,37 @@ from bnnslstm._activations cimport activation_row, bl_fpstate, ftz_enter, ftz_le
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
-from bnnslstm._gemm cimport gemm_nt
+from bnnslstm._gemm cimport (
+    SKINNY_MAX_ROWS, bl_helper, blas_thread_control, gemm_nt, helper_start, helper_stop,
+    online_cpus, set_threads_local_fn,
+)
 from bnnslstm._plan cimport GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, set_error
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport Weights, load_weights, weights_place, weights_regions
 
+cdef enum:
+    # A helper thread pays off once a step streams this many weights (measured: H = 128)
+    HELPER_MIN_WEIGHTS = 4 * 128 * 128
+
+cdef extern from *:
+    """
+    #include <stdatomic.h>
+    static atomic_ulong bl_helper_calls;   /* forward calls that ran the helper (tests) */
+    """
+    void count_helper_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
+    unsigned long bl_helper_calls
+
+def _helper_calls() -> int:
+    """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
+    return bl_helper_calls
+
+def _blas_thread_control() -> bool:
+    """Can the kernel set its BLAS threads per thread (openblas_set_num_threads_local)?"""
+    return blas_thread_control() != NULL
+
 cdef struct Workspace:
     Weights w
+    bl_helper *helper   # second thread for small-batch steps (n_threads != 1), or NULL
     float *gates    # [S][N][4H] pre-activations, then activations
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
@@ -149,7 +173,7 @@ cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noex
         k2 = k
         while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
             k2 += 1
-        gemm_nt(nt, (k2 - k) * H, H, w.c, H, w.w.wc_cur + k * H * ld, w.w.ldwc, 1.0, g + k * H,
+        gemm_nt(w.helper, nt, (k2 - k) * H, H, w.c, H, w.w.wc_cur + k * H * ld, w.w.ldwc, 1.0, g + k * H,
                 4 * H)
         k = k2
 
@@ -168,7 +192,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     cdef float *yrow
     load_weights(p, &w.w, l, d, in_w)
     # DESIGN step 3: the input projection of every step in one GEMM.
-    gemm_nt(SN, G, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G)
+    gemm_nt(w.helper, SN, G, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G)
     load_state(&p.h0, l, d, N, p.H, w.h)
     load_state(&p.c0, l, d, N, p.H, w.c)
     for step in range(S):                                   # the time loop
@@ -177,12 +201,12 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         g = w.gates + t * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
         if nt > 0:
-            gemm_nt(<int>nt, G, H, w.h, H, w.w.wh_cur, w.w.ldwh, 1.0, g, G)   # g += h W_h^T
+            gemm_nt(w.helper, <int>nt, G, H, w.h, H, w.w.wh_cur, w.w.ldwh, 1.0, g, G)   # g += h W_h^T
             if w.w.wc_cur != NULL:
                 peephole_gemms(p, w, <int>nt, g)
             gates_ifg_rows(p, w, nt, g, pre_t)
             if o_full:                                      # output peephole reads the new cell
-                gemm_nt(<int>nt, H, H, w.c, H, w.w.wc_cur + 3 * p.H * <size_t>w.w.ldwc,
+                gemm_nt(w.helper, <int>nt, H, H, w.c, H, w.w.wc_cur + 3 * p.H * <size_t>w.w.ldwc,
                         w.w.ldwc, 1.0, g + 3 * H, G)
             gate_o_rows(p, w, nt, g, pre_t)
         if cell != NULL:                # inactive rows 0: backward multiplies them by dA = 0
@@ -205,9 +229,26 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
     cdef float *yout
     cdef int ldx, in_w
     cdef bl_fpstate fpstate
+    cdef bl_helper helper
+    cdef long threads = <long>p.n_threads if p.n_threads > 0 else online_cpus()
+    cdef set_threads_local_fn blas_threads = NULL
+    cdef int blas_threads_before = 0
     layout_workspace(p, &w, <float *>workspace, &nfloats)
     if cache != NULL and cache.dropout:
         cache.key = next_key()
+    # DESIGN step 7: our second thread only where BLAS threads cannot help (few rows), and only
+    # when this thread's BLAS is single-threaded: OpenBLAS's idle workers spin on the core the
+    # helper needs (measured: 3x slower), so with BLAS threads the helper stays off.
+    w.helper = NULL
+    if threads >= 2 and p.N <= SKINNY_MAX_ROWS and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS:
+        blas_threads = blas_thread_control()
+        if blas_threads != NULL:
+            blas_threads_before = blas_threads(1)
+            if blas_threads_before == 1 and helper_start(&helper):
+                w.helper = &helper
+                count_helper_call(&bl_helper_calls, 1)
+            else:
+                blas_threads(blas_threads_before)
     fpstate = ftz_enter()
     for l in range(p.L):
         if l == 0:
@@ -233,4 +274,6 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
     if p.y.data != NULL:
         scatter_seq(&p.y, p.S, p.N, DH, yout, False)
     ftz_leave(fpstate)
+    if w.helper != NULL:
+        helper_stop(&helper)
     return 0

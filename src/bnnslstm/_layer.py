@@ -17,6 +17,7 @@ from bnnslstm._api import (
 from bnnslstm._enums import ActivationFunction, DataLayout, LayerFlags
 from bnnslstm._mirror import (
     Activation,
+    FilterParameters,
     LayerParametersLSTM,
     LSTMDataDescriptor,
     NDArrayDescriptor,
@@ -105,6 +106,8 @@ class LSTM:
             gate.activation = self.gate_activations[g]
         self._training: dict | None = None
         self._cache_buffer: np.ndarray | None = None
+        # filter_params.n_threads for every call: 0 lets the library choose (the online CPUs)
+        self.n_threads = 0
         self._calls = 0
 
     # -- parameters ------------------------------------------------------------------------
@@ -212,7 +215,7 @@ class LSTM:
             if self.seed is not None:        # this layer's masks: reproducible from its seed
                 set_dropout_seed(self.seed + self._calls)
             self._calls += 1
-        direct_apply_lstm_batch_training_caching(p, None, cache)
+        direct_apply_lstm_batch_training_caching(p, self._filter(), cache)
         self._training = dict(params=p, cache=cache, order=order, lengths=lengths,
                               x_shape=x.shape, y_shape=y.shape) if training else None
 
@@ -248,10 +251,13 @@ class LSTM:
         delta.output_descriptor = self._data_descriptor(dy, dhn, dcn)
         delta.input_descriptor = self._data_descriptor(dx, dh0, dc0)
         self._set_gates(delta, grads)
-        direct_apply_lstm_batch_backward(st["params"], delta, None, st["cache"])
+        direct_apply_lstm_batch_backward(st["params"], delta, self._filter(), st["cache"])
         self.grads = self._views(grads)
 
         return self._to_caller(dx, dh0, dc0, order, lengths)
+
+    def _filter(self) -> FilterParameters | None:
+        return FilterParameters(n_threads=self.n_threads) if self.n_threads else None
 
     def _to_kernel(self, seq: np.ndarray, h: np.ndarray | None, c: np.ndarray | None,
                    order: np.ndarray | None, lengths: np.ndarray | None) -> tuple:

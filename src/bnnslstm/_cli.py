@@ -1,4 +1,4 @@
-"""``python -m bnnslstm info | demo``."""
+"""``python -m bnnslstm info | demo | bench``."""
 
 from __future__ import annotations
 
@@ -28,11 +28,16 @@ def info() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = argv if argv is not None else sys.argv[1:]
+    if argv[:1] == ["bench"]:            # the benchmark has its own options
+        from bnnslstm._bench import main as bench
+        return bench(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m bnnslstm")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("demo", help="run the main job on built-in synthetic data")
     sub.add_parser("info", help="versions, BLAS, struct sizes")
-    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    sub.add_parser("bench", help="time against ONNX Runtime and PyTorch (--help for options)")
+    args = parser.parse_args(argv)
     if args.command == "demo":
         from bnnslstm._demo import main as demo
         return demo()

@@ -1,0 +1,318 @@
+"""``python -m bnnslstm bench``: bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM.
+
+    python -m bnnslstm bench [--threads 1,2] [--peers torch,onnxruntime] [--shapes FILE]
+                             [--modes forward,train] [--env both] [--json OUT] [--plot OUT.png]
+                             [--memory]
+
+'forward' times inference on every shape against both peers; 'train' times a training step
+(forward with the training cache, then backward with dL/dx and every weight gradient) on the
+'training' shapes against PyTorch autograd (ONNX Runtime has no backward).
+
+Every party runs in the same process on the same weights and inputs, interleaved call by call;
+each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
+pause so that no party's spinning worker threads slow the next. Thread counts are set for all
+alike: BLAS threads through threadpoolctl, torch.set_num_threads, ORT intra_op_num_threads.
+--env runs the whole table once per OpenBLAS setting, each in a fresh child process:
+'as-given' keeps the environment, 'autodetect' removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
+before scipy loads (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+SHAPES = Path(__file__).resolve().parent / "bench_shapes.json"   # DeepBench + one stacked
+OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def forward_flops(s: dict) -> float:
+    """oneDNN's count: 2*4H*(in+H)*B per step, layer and direction."""
+    D = 2 if s["bidir"] else 1
+    total = 0.0
+    for layer in range(s["L"]):
+        width = s["I"] if layer == 0 else D * s["H"]
+        total += D * s["T"] * 2 * 4 * s["H"] * (width + s["H"]) * s["B"]
+    return total
+
+
+def sgemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> float:
+    """GFLOP/s of a large square sgemm through scipy's BLAS (the kernel's BLAS)."""
+    from scipy.linalg.blas import sgemm
+
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32, order="F")
+    sgemm(1.0, a, a)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sgemm(1.0, a, a)
+        times.append(time.perf_counter() - t0)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def blas_info() -> dict:
+    """scipy's BLAS as threadpoolctl sees it, with its core type."""
+    from bnnslstm._blasinfo import scipy_blas
+
+    lib = scipy_blas() or {}
+    return {k: lib.get(k) for k in ("internal_api", "version", "architecture", "filepath")}
+
+
+def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator,
+                 mode: str) -> dict:
+    """name -> zero-argument callable running one forward pass (mode 'forward') or one
+    forward+backward pass (mode 'train') on the same weights and x."""
+    import bnnslstm as bl
+    from bnnslstm._peers import onnx_lstm_model, onnx_tensors, ort_session
+
+    D = 2 if s["bidir"] else 1
+    layers = [onnx_tensors(rng, s["I"] if k == 0 else D * s["H"], s["H"], s["bidir"])
+              for k in range(s["L"])]
+    x = rng.standard_normal((s["T"], s["B"], s["I"])).astype(np.float32)
+    ours = bl.LSTM(s["I"], s["H"], s["L"], bidirectional=s["bidir"])
+    for k, layer in enumerate(layers):   # copy ONNX weights layer by layer (gate order iofc)
+        one = bl.LSTM.from_onnx(layer["W"], layer["R"], layer["B"], direction=layer["direction"])
+        for key, value in one.params.items():
+            ours.params[key.replace("_l0", f"_l{k}")][...] = value
+    D = 2 if s["bidir"] else 1
+    dy = rng.standard_normal((s["T"], s["B"], D * s["H"])).astype(np.float32)
+
+    def train_ours():
+        ours.forward(x, training=True)
+        return ours.backward(dy)
+
+    ours.n_threads = threads          # our own threads, like every party's
+    parties = {"bnnslstm": (lambda: ours.forward(x)) if mode == "forward" else train_ours}
+    if "onnxruntime" in peers and mode == "forward":
+        sess = ort_session(onnx_lstm_model(layers, s["I"]), threads)
+        parties["onnxruntime"] = lambda: sess.run(None, {"X": x})
+    if "torch" in peers:
+        import torch
+
+        torch.set_num_threads(threads)
+        module = ours.to_torch()
+        xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+
+        def forward_torch():
+            with torch.no_grad():
+                return module(xt)
+
+        def train_torch():        # the same work as ours: dL/dx and every weight gradient
+            module.zero_grad(set_to_none=True)
+            xg = xt.clone().requires_grad_()
+            y, _ = module(xg)
+            y.backward(dyt)
+        parties["torch"] = forward_torch if mode == "forward" else train_torch
+    return parties
+
+
+def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.02) -> dict:
+    """Median seconds per party; before each timed call a short pause lets the worker threads
+    of the party that ran before park, so that no party pays for another's spinning."""
+    times: dict[str, list[float]] = {name: [] for name in parties}
+    for _ in range(warmup):
+        for fn in parties.values():
+            fn()
+    for _ in range(repeats):
+        for name, fn in parties.items():
+            time.sleep(pause)
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def child(args: argparse.Namespace) -> None:
+    from threadpoolctl import threadpool_limits
+
+    shapes = json.loads(Path(args.shapes).read_text())["shapes"]
+    peers = [p for p in args.peers.split(",") if p]
+    runs = [(mode, s) for mode in args.modes.split(",") for s in shapes
+            if mode == "forward" or s["kind"] == "training"]
+    result = {"env": args.env, "blas": blas_info(),
+              "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": []}
+    rng = np.random.default_rng(0)
+    for threads in [int(t) for t in args.threads.split(",")]:
+        with threadpool_limits(limits=threads):
+            peak = sgemm_peak(threads)
+            for mode, s in runs:
+                med = time_interleaved(make_parties(s, peers, threads, rng, mode), args.repeats)
+                flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
+                gflops = flops / med["bnnslstm"] / 1e9
+                row = {"mode": mode, "shape": s["name"], "threads": threads,
+                       "sgemm_peak_gflops": peak,
+                       "ms": {k: v * 1e3 for k, v in med.items()}, "gflops": gflops,
+                       "peak_fraction": gflops / peak,
+                       "ratio": {k: v / med["bnnslstm"] for k, v in med.items()
+                                 if k != "bnnslstm"}}
+                result["rows"].append(row)
+                print(format_row(row), file=sys.stderr, flush=True)
+    print(json.dumps(result))
+
+
+def format_row(r: dict) -> str:
+    ms = " ".join(f"{k}={v:8.3f}ms" for k, v in r["ms"].items())
+    ratio = " ".join(f"{k}/ours={v:5.2f}" for k, v in r["ratio"].items())
+    return (f"{r['mode']:7s} {r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
+            f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f})  {ratio}")
+
+
+def markdown(results: list[dict]) -> str:
+    out = []
+    sections = [(res, mode) for res in results
+                for mode in dict.fromkeys(r["mode"] for r in res["rows"])]
+    for res, mode in sections:
+        blas = res["blas"]
+        rows = [r for r in res["rows"] if r["mode"] == mode]
+        title = "Forward" if mode == "forward" else "Forward + backward (training step)"
+        out.append(f"\n### {title}, OpenBLAS {res['env']} (core type "
+                   f"{blas.get('architecture')}, OPENBLAS_CORETYPE={res['OPENBLAS_CORETYPE']})\n")
+        peers = sorted({k for r in rows for k in r["ratio"]})
+        out.append("| shape | threads | bnnslstm ms | " + " | ".join(f"{p} ms" for p in peers)
+                   + " | GFLOP/s | % sgemm peak | "
+                   + " | ".join(f"{p}/ours" for p in peers) + " |")
+        out.append("|" + "---|" * (5 + 2 * len(peers)))
+        for r in rows:
+            out.append(f"| {r['shape']} | {r['threads']} | {r['ms']['bnnslstm']:.3f} | "
+                       + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
+                       + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
+                       + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " |")
+        for p in peers:
+            for t in sorted({r["threads"] for r in rows}):
+                vals = [r["ratio"][p] for r in rows if r["threads"] == t]
+                geo = float(np.exp(np.mean(np.log(vals))))
+                out.append(f"\nGeometric mean {p}/ours, {t} thread(s): **{geo:.2f}**")
+    return "\n".join(out)
+
+
+def plot(results: list[dict], path: str) -> None:
+    """Bar chart of peer/ours per shape, one panel per (OpenBLAS setting, mode)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [(res, mode) for res in results
+              for mode in dict.fromkeys(r["mode"] for r in res["rows"])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(11, 3.6 * len(panels)), squeeze=False)
+    for ax, (res, mode) in zip(axes[:, 0], panels, strict=True):
+        rows = [r for r in res["rows"] if r["mode"] == mode]
+        shapes = list(dict.fromkeys(r["shape"] for r in rows))
+        bars = sorted({(p, r["threads"]) for r in rows for p in r["ratio"]})
+        width = 0.8 / max(len(bars), 1)
+        for i, (peer, t) in enumerate(bars):
+            vals = [next((r["ratio"][peer] for r in rows if r["shape"] == s
+                          and r["threads"] == t), 0.0) for s in shapes]
+            ax.bar([k + i * width for k in range(len(shapes))], vals, width,
+                   label=f"{peer}/ours, {t} thread(s)")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))], shapes, fontsize=8)
+        ax.set_ylabel("peer time / our time")
+        ax.set_title(f"{'forward' if mode == 'forward' else 'forward + backward'}, OpenBLAS "
+                     f"{res['env']} ({res['blas'].get('architecture')})", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+MEMORY_CHILD = """
+import resource, sys, numpy as np
+party, T, B, H = sys.argv[1], 25, 64, 1024
+rng = np.random.default_rng(0)
+x = rng.standard_normal((T, B, H)).astype(np.float32)
+dy = rng.standard_normal((T, B, H)).astype(np.float32)
+if party == "bnnslstm":
+    import bnnslstm as bl
+    m = bl.LSTM(H, H, seed=0)
+    step = lambda: (m.forward(x, training=True), m.backward(dy))
+else:
+    import torch
+    m = torch.nn.LSTM(H, H)
+    xt, dyt = torch.from_numpy(x), torch.from_numpy(dy)
+    def step():
+        y, _ = m(xt.clone().requires_grad_())
+        y.backward(dyt)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for _ in range(3):
+    step()
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(after - before, after)
+"""
+
+
+def peak_memory(peers: list[str]) -> dict:
+    """Peak RSS growth (KiB) of three training steps on db_train_h1024_b64, each party in a
+    fresh process, beyond what its inputs and weights already hold."""
+    out = {}
+    for party in ["bnnslstm"] + [p for p in peers if p == "torch"]:
+        proc = subprocess.run([sys.executable, "-c", MEMORY_CHILD, party], check=True,
+                              capture_output=True, text=True)
+        grown, total = (int(v) for v in proc.stdout.split())
+        out[party] = {"growth_kib": grown, "peak_kib": total}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bnnslstm bench",
+                                 description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    ap.add_argument("--peers", default="onnxruntime,torch")
+    ap.add_argument("--shapes", default=str(SHAPES), help="a shapes.json file")
+    ap.add_argument("--modes", default="forward,train", help="forward, train or both")
+    ap.add_argument("--repeats", type=int, default=11)
+    ap.add_argument("--env", default="both", choices=["as-given", "autodetect", "both"],
+                    help="OpenBLAS core type: the environment as given, autodetect, or both")
+    ap.add_argument("--json", help="write the results here")
+    ap.add_argument("--plot", help="write a bar chart of the ratios here (needs matplotlib)")
+    ap.add_argument("--memory", action="store_true",
+                    help="also measure peak RSS of a training step on db_train_h1024_b64")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.child:
+        child(args)
+        return 0
+    results = []
+    for env_mode in (["as-given", "autodetect"] if args.env == "both" else [args.env]):
+        env = dict(os.environ)
+        if env_mode == "autodetect":
+            for var in OPENBLAS_VARS:
+                env.pop(var, None)
+        cmd = [sys.executable, "-m", "bnnslstm._bench", "--child", "--env", env_mode,
+               "--threads", args.threads, "--peers", args.peers, "--shapes", args.shapes,
+               "--modes", args.modes, "--repeats", str(args.repeats)]
+        print(f"== OpenBLAS {env_mode} ==", file=sys.stderr, flush=True)
+        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+        results.append(json.loads(proc.stdout))
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}")
+    for res in results:
+        blas = res["blas"]
+        print(f"OpenBLAS {res['env']}: {blas.get('internal_api')} {blas.get('version')}, "
+              f"core type {blas.get('architecture')}, OPENBLAS_CORETYPE="
+              f"{res['OPENBLAS_CORETYPE']}")
+    print(markdown(results))
+    if args.memory:
+        mem = peak_memory([p for p in args.peers.split(",") if p])
+        print("\nPeak RSS growth of three training steps on db_train_h1024_b64 (fresh process):")
+        for party, m in mem.items():
+            print(f"  {party}: {m['growth_kib'] / 1024:.0f} MiB (peak {m['peak_kib'] / 1024:.0f}"
+                  f" MiB)")
+        results.append({"memory": mem})
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    if args.plot:
+        plot([r for r in results if "rows" in r], args.plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

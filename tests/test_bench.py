@@ -1,0 +1,30 @@
+"""The benchmark front end runs end to end on a tiny shape (figures are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("threadpoolctl")
+pytest.importorskip("onnxruntime")
+
+
+def test_bench_cli_runs(tmp_path):
+    shapes = tmp_path / "shapes.json"
+    shapes.write_text(json.dumps({"shapes": [
+        {"name": "tiny_train", "T": 3, "B": 2, "I": 4, "H": 8, "L": 2, "bidir": True,
+         "kind": "training"}]}))
+    out = tmp_path / "out.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnnslstm", "bench", "--shapes", str(shapes), "--threads", "1",
+         "--repeats", "1", "--env", "as-given", "--peers", "onnxruntime", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "core type" in proc.stdout and "| tiny_train | 1 |" in proc.stdout
+    rows = json.loads(out.read_text())[0]["rows"]
+    assert {r["mode"] for r in rows} == {"forward", "train"}
+    assert all(r["ms"]["bnnslstm"] > 0 for r in rows)
+    assert "onnxruntime" in rows[0]["ratio"]

@@ -11,6 +11,7 @@ from bnnslstm._api import (
     direct_apply_lstm_batch_training_caching,
     set_dropout_seed,
 )
+from bnnslstm._backends import available_blas, blas, current_blas, set_blas
 from bnnslstm._enums import (
     ActivationFunction,
     DataLayout,
@@ -38,4 +39,5 @@ __all__ = [
     "LayerFlags", "LayerParametersLSTM", "NDArrayDescriptor", "NDArrayFlags",
     "compute_lstm_training_cache_capacity", "direct_apply_lstm_batch_backward",
     "direct_apply_lstm_batch_training_caching", "set_dropout_seed",
+    "available_blas", "blas", "current_blas", "set_blas",
 ]

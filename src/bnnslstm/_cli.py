@@ -8,22 +8,48 @@ import sys
 
 
 def info() -> int:
-    import Cython
     import numpy
     import scipy
 
     import bnnslstm as bl
     from bnnslstm._abi import layout
-    from bnnslstm._blasinfo import blas_summary, openblas_env
+    from bnnslstm._blasinfo import (
+        all_blas,
+        blas_summary,
+        core_type_warning,
+        cpu_info,
+        openblas_env,
+        scipy_blas,
+    )
 
+    try:
+        import Cython
+        cython = Cython.__version__
+    except ImportError:
+        cython = "not installed"
     print(f"bnnslstm {bl.__version__}, ABI version {bl.ABI_VERSION}")
     print(f"Python {platform.python_version()}, numpy {numpy.__version__}, scipy "
-          f"{scipy.__version__}, Cython {Cython.__version__}")
-    print(f"machine: {platform.machine()} {platform.processor()}")
-    print(f"BLAS: {blas_summary()}")
+          f"{scipy.__version__}, Cython {cython}")
+    model, extensions = cpu_info()
+    print(f"CPU: {model} ({platform.machine()}); vector extensions: "
+          f"{' '.join(extensions) or 'unknown'}")
+    print(f"kernel BLAS: {bl.current_blas()} -> {blas_summary()}")
+    print("BLAS back ends available: " + ", ".join(f"{k} ({v})"
+                                                  for k, v in bl.available_blas().items()))
+    libs = all_blas()
+    if not libs:
+        print("loaded BLAS libraries: install threadpoolctl to list them")
+    for lib in libs:
+        print(f"  loaded: {lib.get('internal_api')} {lib.get('version')} "
+              f"[{lib.get('threading_layer', '?')} threading, {lib.get('num_threads')} threads, "
+              f"core type {lib.get('architecture')}] {lib.get('filepath')}")
     for var, value in openblas_env().items():
         print(f"  {var}={value if value is not None else '(unset)'}")
     print("struct sizes: " + ", ".join(f"{k} {v[0]}" for k, v in layout().items()))
+    ours = scipy_blas()
+    warning = core_type_warning(ours.get("architecture") if ours else None, extensions)
+    if warning:
+        print(f"WARNING: {warning}")
     return 0
 
 

@@ -2,7 +2,8 @@
 """The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm,
 and the small-batch kernel for C += A @ W^T when A has few rows."""
 from libc.string cimport memset
-from scipy.linalg.cython_blas cimport sgemm
+
+from bnnslstm._blas cimport current_sgemm, dispatch_sgemm as sgemm
 
 cdef extern from "_helper.h" nogil:
     ctypedef struct bl_helper:
@@ -22,8 +23,8 @@ cdef enum:
     SKINNY_MAX_ROWS = 8
 
 cdef inline set_threads_local_fn blas_thread_control() noexcept nogil:
-    """OpenBLAS's openblas_set_num_threads_local for the BLAS behind cython_blas, or NULL."""
-    return blas_threads_local(<const void *>sgemm)
+    """openblas_set_num_threads_local of the selected BLAS, or NULL."""
+    return blas_threads_local(current_sgemm())
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta,

@@ -100,27 +100,28 @@ static void bl_skinny_gemm_nt_split(bl_helper *h, int m, int n, int k, const flo
  * needs. Found in the library that holds `sgemm_addr`; NULL when absent (Accelerate, older
  * OpenBLAS), and then the helper is not used. */
 typedef int (*bl_set_threads_local_fn)(int);
-static bl_set_threads_local_fn bl_set_threads_local_found;
-static const void *bl_sgemm_addr;
-static pthread_once_t bl_set_threads_once = PTHREAD_ONCE_INIT;
-
-static void bl_find_set_threads_local(void)
-{
-    Dl_info info;
-    void *lib;
-    if (bl_sgemm_addr == NULL || !dladdr(bl_sgemm_addr, &info) || info.dli_fname == NULL)
-        return;
-    lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
-    if (lib != NULL)
-        bl_set_threads_local_found =
-            (bl_set_threads_local_fn)dlsym(lib, "openblas_set_num_threads_local");
-}
 
 static bl_set_threads_local_fn bl_blas_threads_local(const void *sgemm_addr)
 {
-    bl_sgemm_addr = sgemm_addr;    /* the same address from every caller */
-    pthread_once(&bl_set_threads_once, bl_find_set_threads_local);
-    return bl_set_threads_local_found;
+    /* one lookup per BLAS back end (they switch rarely: bnnslstm.set_blas) */
+    static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    static const void *looked_up;
+    static bl_set_threads_local_fn found;
+    bl_set_threads_local_fn fn;
+    pthread_mutex_lock(&lock);
+    if (sgemm_addr != looked_up) {
+        Dl_info info;
+        void *lib = NULL;
+        found = NULL;
+        looked_up = sgemm_addr;
+        if (sgemm_addr != NULL && dladdr(sgemm_addr, &info) && info.dli_fname != NULL)
+            lib = dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD);
+        if (lib != NULL)
+            found = (bl_set_threads_local_fn)dlsym(lib, "openblas_set_num_threads_local");
+    }
+    fn = found;
+    pthread_mutex_unlock(&lock);
+    return fn;
 }
 
 /* Worker threads "0 = automatic" means: the online CPUs. */

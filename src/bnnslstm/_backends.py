@@ -1,0 +1,107 @@
+"""Choosing the BLAS back end of the kernels at run time (one process, several back ends).
+
+    bnnslstm.set_blas("openblas32")          # by name, for back ends found installed
+    bnnslstm.set_blas("/path/libblas.so")    # any Fortran-ABI sgemm (sgemm_, scipy_sgemm_, ...)
+    with bnnslstm.blas("mkl"): ...           # temporarily
+    bnnslstm.set_blas("scipy")               # back to scipy's cython_blas (the default)
+
+The back end must take 32-bit integers (LP64), as scipy's cython_blas does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bnnslstm import _blas
+from bnnslstm._api import BNNSError
+
+_SYMBOLS = ("sgemm_", "scipy_sgemm_", "sgemm")      # tried in this order when not given
+_loaded: dict[str, ctypes.CDLL] = {}                # keeps selected libraries loaded
+_current = "scipy"
+
+
+def _openblas32() -> str | None:
+    try:
+        import scipy_openblas32
+    except ImportError:
+        return None
+    lib = Path(scipy_openblas32.get_lib_dir())
+    found = sorted(lib.glob(f"lib{scipy_openblas32.get_library()}*.so*")) + \
+        sorted(lib.glob(f"lib{scipy_openblas32.get_library()}*.dylib"))
+    return str(found[0]) if found else None
+
+
+def _mkl() -> str | None:
+    """libmkl_rt from the `mkl` package (installed into the environment's lib directory)."""
+    for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):
+        found = sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt.so*"))) + \
+            sorted(glob.glob(os.path.join(prefix, "lib", "libmkl_rt*.dylib")))
+        if found:
+            return found[0]
+    return None
+
+
+_FINDERS = {"openblas32": _openblas32, "mkl": _mkl}
+
+
+def available_blas() -> dict[str, str]:
+    """Back ends usable by name: {"scipy": "scipy.linalg.cython_blas", name: library path}."""
+    found = {"scipy": "scipy.linalg.cython_blas"}
+    for name, finder in _FINDERS.items():
+        path = finder()
+        if path:
+            found[name] = path
+    return found
+
+
+def current_blas() -> str:
+    """The name or path given to the last set_blas ("scipy" by default)."""
+    return _current
+
+
+def set_blas(name_or_path: str, symbol: str | None = None) -> None:
+    """Make every GEMM of the kernels call this back end's sgemm (see the module docstring)."""
+    global _current
+    if name_or_path == "scipy":
+        _blas._select(0)
+        _current = "scipy"
+        return
+    path = name_or_path
+    if name_or_path in _FINDERS:
+        path = _FINDERS[name_or_path]()
+        if path is None:
+            raise BNNSError(f"BLAS back end {name_or_path!r} is not installed (available: "
+                            f"{', '.join(available_blas())})")
+    try:
+        lib = _loaded.get(path) or ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_LOCAL", 0))
+    except OSError as e:
+        raise BNNSError(f"cannot load BLAS library {path!r}: {e}") from None
+    for sym in ((symbol,) if symbol else _SYMBOLS):
+        try:
+            fn = getattr(lib, sym)
+        except AttributeError:
+            continue
+        _loaded[path] = lib
+        _blas._select(ctypes.cast(fn, ctypes.c_void_p).value)
+        _current = name_or_path
+        return
+    raise BNNSError(f"{path!r} exports none of {', '.join((symbol,) if symbol else _SYMBOLS)}")
+
+
+@contextmanager
+def blas(name_or_path: str, symbol: str | None = None) -> Iterator[None]:
+    """set_blas for the duration of a with-block, then back to the previous back end."""
+    global _current
+    previous, previous_address = _current, _blas._current_address()
+    set_blas(name_or_path, symbol)
+    try:
+        yield
+    finally:
+        _blas._select(previous_address)
+        _current = previous

@@ -37,6 +37,11 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from bnnslstm.bnns cimport *
 
+bnnslstm_require_abi()          # the one-line ABI check the README recommends
+
+def check_abi(int version, size_t params, size_t desc):
+    return bnnslstm_check_abi(version, params, desc), bnnslstm_last_error().decode()
+
 def constants():
     return {%(constants)s}
 

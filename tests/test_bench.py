@@ -28,3 +28,20 @@ def test_bench_cli_runs(tmp_path):
     assert {r["mode"] for r in rows} == {"forward", "train"}
     assert all(r["ms"]["bnnslstm"] > 0 for r in rows)
     assert "onnxruntime" in rows[0]["ratio"]
+
+
+def test_bench_compares_blas_back_ends(tmp_path):
+    import bnnslstm as bl
+
+    names = ",".join(list(bl.available_blas())[:2])
+    shapes = tmp_path / "shapes.json"
+    shapes.write_text(json.dumps({"shapes": [
+        {"name": "tiny", "T": 3, "B": 12, "I": 4, "H": 8, "L": 1, "bidir": False,
+         "kind": "inference"}]}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnnslstm", "bench", "--shapes", str(shapes), "--threads", "1",
+         "--repeats", "1", "--env", "as-given", "--blas", names, "--modes", "forward"],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    first = names.split(",")[0]
+    assert f"bnnslstm[{first}] ms" in proc.stdout

@@ -77,3 +77,14 @@ def test_backward_under_nogil_matches_python_api(downstream, rng, with_cache):
         np.testing.assert_array_equal(dwx[g], lstm.grads[f"w_x_{gate}_l0"])
         np.testing.assert_array_equal(dwh[g], lstm.grads[f"w_h_{gate}_l0"])
         np.testing.assert_array_equal(db[g], lstm.grads[f"b_{gate}_l0"])
+
+
+def test_abi_check(downstream):
+    # The module imported, so bnnslstm_require_abi() passed for its own compilation; a module
+    # compiled against another layout or version gets -1 and a message (ImportError there).
+    assert downstream.check_abi(bl.ABI_VERSION, 5040, 176) == (0, "")
+    for version, params, desc in ((bl.ABI_VERSION - 1, 5040, 176), (bl.ABI_VERSION, 5032, 176),
+                                  (bl.ABI_VERSION, 5040, 168)):
+        rc, message = downstream.check_abi(version, params, desc)
+        assert rc == -1 and "rebuild the module" in message
+        assert f"compiled against bnnslstm ABI {version}" in message

@@ -68,7 +68,7 @@ def blas_info() -> dict:
 
 
 def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator,
-                 mode: str) -> dict:
+                 mode: str, backends: list[str] | None = None) -> dict:
     """name -> zero-argument callable running one forward pass (mode 'forward') or one
     forward+backward pass (mode 'train') on the same weights and x."""
     import bnnslstm as bl
@@ -91,7 +91,15 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
         return ours.backward(dy)
 
     ours.n_threads = threads          # our own threads, like every party's
-    parties = {"bnnslstm": (lambda: ours.forward(x)) if mode == "forward" else train_ours}
+    run_ours = (lambda: ours.forward(x)) if mode == "forward" else train_ours
+    if backends:                      # --blas: the same kernel on each BLAS back end
+        def on(name: str):
+            def run():
+                with bl.blas(name):
+                    return run_ours()
+            return run
+        return {f"bnnslstm[{name}]": on(name) for name in backends}
+    parties = {"bnnslstm": run_ours}
     if "onnxruntime" in peers and mode == "forward":
         sess = ort_session(onnx_lstm_model(layers, s["I"]), threads)
         parties["onnxruntime"] = lambda: sess.run(None, {"X": x})
@@ -136,6 +144,7 @@ def child(args: argparse.Namespace) -> None:
 
     shapes = json.loads(Path(args.shapes).read_text())["shapes"]
     peers = [p for p in args.peers.split(",") if p]
+    backends = [b for b in args.blas.split(",") if b] if args.blas else None
     runs = [(mode, s) for mode in args.modes.split(",") for s in shapes
             if mode == "forward" or s["kind"] == "training"]
     result = {"env": args.env, "blas": blas_info(),
@@ -145,15 +154,17 @@ def child(args: argparse.Namespace) -> None:
         with threadpool_limits(limits=threads):
             peak = sgemm_peak(threads)
             for mode, s in runs:
-                med = time_interleaved(make_parties(s, peers, threads, rng, mode), args.repeats)
+                med = time_interleaved(make_parties(s, peers, threads, rng, mode, backends),
+                                       args.repeats)
+                base = next(iter(med))     # ratios are against bnnslstm (or the first back end)
                 flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
-                gflops = flops / med["bnnslstm"] / 1e9
+                gflops = flops / med[base] / 1e9
                 row = {"mode": mode, "shape": s["name"], "threads": threads,
                        "sgemm_peak_gflops": peak,
                        "ms": {k: v * 1e3 for k, v in med.items()}, "gflops": gflops,
                        "peak_fraction": gflops / peak,
-                       "ratio": {k: v / med["bnnslstm"] for k, v in med.items()
-                                 if k != "bnnslstm"}}
+                       "base": base,
+                       "ratio": {k: v / med[base] for k, v in med.items() if k != base}}
                 result["rows"].append(row)
                 print(format_row(row), file=sys.stderr, flush=True)
     print(json.dumps(result))
@@ -161,7 +172,7 @@ def child(args: argparse.Namespace) -> None:
 
 def format_row(r: dict) -> str:
     ms = " ".join(f"{k}={v:8.3f}ms" for k, v in r["ms"].items())
-    ratio = " ".join(f"{k}/ours={v:5.2f}" for k, v in r["ratio"].items())
+    ratio = " ".join(f"{k}/{r['base']}={v:5.2f}" for k, v in r["ratio"].items())
     return (f"{r['mode']:7s} {r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
             f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f})  {ratio}")
 
@@ -177,12 +188,14 @@ def markdown(results: list[dict]) -> str:
         out.append(f"\n### {title}, OpenBLAS {res['env']} (core type "
                    f"{blas.get('architecture')}, OPENBLAS_CORETYPE={res['OPENBLAS_CORETYPE']})\n")
         peers = sorted({k for r in rows for k in r["ratio"]})
-        out.append("| shape | threads | bnnslstm ms | " + " | ".join(f"{p} ms" for p in peers)
+        base = rows[0].get("base", "bnnslstm")
+        ours = "first" if base != "bnnslstm" else "ours"
+        out.append(f"| shape | threads | {base} ms | " + " | ".join(f"{p} ms" for p in peers)
                    + " | GFLOP/s | % sgemm peak | "
-                   + " | ".join(f"{p}/ours" for p in peers) + " |")
+                   + " | ".join(f"{p}/{ours}" for p in peers) + " |")
         out.append("|" + "---|" * (5 + 2 * len(peers)))
         for r in rows:
-            out.append(f"| {r['shape']} | {r['threads']} | {r['ms']['bnnslstm']:.3f} | "
+            out.append(f"| {r['shape']} | {r['threads']} | {r['ms'][base]:.3f} | "
                        + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
                        + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
                        + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " |")
@@ -190,7 +203,7 @@ def markdown(results: list[dict]) -> str:
             for t in sorted({r["threads"] for r in rows}):
                 vals = [r["ratio"][p] for r in rows if r["threads"] == t]
                 geo = float(np.exp(np.mean(np.log(vals))))
-                out.append(f"\nGeometric mean {p}/ours, {t} thread(s): **{geo:.2f}**")
+                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**")
     return "\n".join(out)
 
 
@@ -275,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", help="write a bar chart of the ratios here (needs matplotlib)")
     ap.add_argument("--memory", action="store_true",
                     help="also measure peak RSS of a training step on db_train_h1024_b64")
+    ap.add_argument("--blas", help="compare BLAS back ends instead of peers, e.g. "
+                    "scipy,openblas32,mkl (ratios against the first)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -289,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [sys.executable, "-m", "bnnslstm._bench", "--child", "--env", env_mode,
                "--threads", args.threads, "--peers", args.peers, "--shapes", args.shapes,
                "--modes", args.modes, "--repeats", str(args.repeats)]
+        if args.blas:
+            cmd += ["--blas", args.blas]
         print(f"== OpenBLAS {env_mode} ==", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
         results.append(json.loads(proc.stdout))

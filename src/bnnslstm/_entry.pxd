@@ -17,3 +17,5 @@ cdef int backward_entry(const BNNSLayerParametersLSTM *layer_params,
 cdef const char *entry_last_error() noexcept nogil
 cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil
 cdef void entry_release_workspace() noexcept nogil
+cdef int entry_check_abi(int version, size_t params_size, size_t desc_size, int own_version,
+                         size_t own_params_size, size_t own_desc_size) noexcept nogil

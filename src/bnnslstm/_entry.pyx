@@ -99,3 +99,18 @@ cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil:
 
 cdef void entry_release_workspace() noexcept nogil:
     release_block()
+
+cdef extern from "stdio.h":
+    int snprintf(char *s, size_t n, const char *fmt, ...) nogil
+
+cdef int entry_check_abi(int version, size_t params_size, size_t desc_size, int own_version,
+                         size_t own_params_size, size_t own_desc_size) noexcept nogil:
+    cdef char msg[300]
+    clear_error()
+    if version == own_version and params_size == own_params_size and desc_size == own_desc_size:
+        return 0
+    snprintf(msg, sizeof(msg), "this module was compiled against bnnslstm ABI %d "
+             "(BNNSLayerParametersLSTM %zu bytes, BNNSNDArrayDescriptor %zu bytes), but the "
+             "installed bnnslstm has ABI %d (%zu, %zu bytes): rebuild the module against it",
+             version, params_size, desc_size, own_version, own_params_size, own_desc_size)
+    return set_error(msg)

@@ -217,6 +217,19 @@ cdef enum:
 
 cdef const char *bnnslstm_last_error() noexcept nogil
 cdef int bnnslstm_abi_version() noexcept nogil
+# 0 if a module compiled with these values can use this library, else -1 (message set).
+cdef int bnnslstm_check_abi(int abi_version, size_t sizeof_layer_params,
+                            size_t sizeof_ndarray_descriptor) noexcept nogil
+
+# ABI safety for cimporting modules: call this once at module level,
+#     bnnslstm_require_abi()
+# and a module compiled against another struct layout fails at import with ImportError instead
+# of computing garbage (the values below are those of the module's own compilation).
+cdef inline int bnnslstm_require_abi() except -1:
+    if bnnslstm_check_abi(BNNSLSTM_ABI_VERSION, sizeof(BNNSLayerParametersLSTM),
+                          sizeof(BNNSNDArrayDescriptor)) != 0:
+        raise ImportError(bnnslstm_last_error().decode())
+    return 0
 # Dropout (D6): seeds this thread's mask generator; the masks of the training calls that follow
 # on this thread are then reproducible.
 cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil

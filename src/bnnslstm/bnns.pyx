@@ -1,7 +1,7 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
 """The BNNS entry points under Apple's names; Cython users cimport them from bnns.pxd."""
 from bnnslstm._entry cimport (
-    backward_entry, capacity_entry, entry_last_error, entry_release_workspace,
+    backward_entry, capacity_entry, entry_check_abi, entry_last_error, entry_release_workspace,
     entry_set_dropout_seed, forward_entry,
 )
 
@@ -37,6 +37,12 @@ cdef const char *bnnslstm_last_error() noexcept nogil:
 
 cdef int bnnslstm_abi_version() noexcept nogil:
     return BNNSLSTM_ABI_VERSION
+
+cdef int bnnslstm_check_abi(int abi_version, size_t sizeof_layer_params,
+                            size_t sizeof_ndarray_descriptor) noexcept nogil:
+    return entry_check_abi(abi_version, sizeof_layer_params, sizeof_ndarray_descriptor,
+                           BNNSLSTM_ABI_VERSION, sizeof(BNNSLayerParametersLSTM),
+                           sizeof(BNNSNDArrayDescriptor))
 
 # --- Python access (bnnslstm._api wraps these with the struct mirrors) ------------------------
 

@@ -126,18 +126,24 @@ def backward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t
 '''
 
 
-def build_module(tmp: Path):
-    consts = ", ".join(f'"{k}": {k}' for k in apple_constants())
-    pyx = tmp / "downstream.pyx"
-    pyx.write_text(SOURCE % {"constants": consts})
-    csrc = tmp / "downstream.c"
+def compile_module(tmp: Path, name: str, source: str):
+    """Cythonize and compile `source` as module `name` in tmp, against the installed bnnslstm
+    (found on sys.path like any cimported package), and import it."""
+    pyx = tmp / f"{name}.pyx"
+    pyx.write_text(source)
+    csrc = tmp / f"{name}.c"
     subprocess.run([sys.executable, "-m", "cython", "-3", str(pyx), "-o", str(csrc)], check=True,
                    capture_output=True, text=True)
-    so = tmp / ("downstream" + sysconfig.get_config_var("EXT_SUFFIX"))
+    so = tmp / (name + sysconfig.get_config_var("EXT_SUFFIX"))
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     subprocess.run([*cc.split(), "-shared", "-fPIC", "-O1", "-I", sysconfig.get_paths()["include"],
                     str(csrc), "-o", str(so)], check=True, capture_output=True, text=True)
-    spec = importlib.util.spec_from_file_location("downstream", so)
+    spec = importlib.util.spec_from_file_location(name, so)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def build_module(tmp: Path):
+    consts = ", ".join(f'"{k}": {k}' for k in apple_constants())
+    return compile_module(tmp, "downstream", SOURCE % {"constants": consts})

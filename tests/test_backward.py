@@ -61,7 +61,7 @@ def test_stacks_and_directions(rng, bidir, L, separate_wx1):
     check(p, rng)
 
 
-@pytest.mark.parametrize("N", [1, 5, 11])
+@pytest.mark.parametrize("N", [1, 5, 17])
 def test_larger_odd_sizes(rng, N):
     p = random_problem(rng, I=19, H=37, N=N, L=2, S=6, bidir=True, peephole="full", scale=0.2)
     check(p, rng)

@@ -36,7 +36,7 @@ def test_bench_compares_blas_back_ends(tmp_path):
     names = ",".join(list(bl.available_blas())[:2])
     shapes = tmp_path / "shapes.json"
     shapes.write_text(json.dumps({"shapes": [
-        {"name": "tiny", "T": 3, "B": 12, "I": 4, "H": 8, "L": 1, "bidir": False,
+        {"name": "tiny", "T": 3, "B": 20, "I": 4, "H": 8, "L": 1, "bidir": False,
          "kind": "inference"}]}))
     proc = subprocess.run(
         [sys.executable, "-m", "bnnslstm", "bench", "--shapes", str(shapes), "--threads", "1",

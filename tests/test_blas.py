@@ -45,7 +45,7 @@ def training_step(seed: int = 0):
     """Forward + backward on a batch large enough for BLAS on every product."""
     rng = np.random.default_rng(seed)
     lstm = bl.LSTM(6, 16, 2, bidirectional=True, peephole="full", seed=seed)
-    x = rng.standard_normal((7, 12, 6)).astype(np.float32)
+    x = rng.standard_normal((7, 20, 6)).astype(np.float32)
     y, _ = lstm.forward(x, training=True)
     dx, dh0, dc0 = lstm.backward(rng.standard_normal(y.shape).astype(np.float32))
     return [y, dx, dh0, dc0] + [lstm.grads[k] for k in sorted(lstm.grads)]

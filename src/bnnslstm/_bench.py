@@ -228,7 +228,8 @@ def plot(results: list[dict], path: str) -> None:
             ax.bar([k + i * width for k in range(len(shapes))], vals, width,
                    label=f"{peer}/ours, {t} thread(s)")
         ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))], shapes, fontsize=8)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))], shapes, fontsize=8,
+                      rotation=12, ha="right")
         ax.set_ylabel("peer time / our time")
         ax.set_title(f"{'forward' if mode == 'forward' else 'forward + backward'}, OpenBLAS "
                      f"{res['env']} ({res['blas'].get('architecture')})", fontsize=10)

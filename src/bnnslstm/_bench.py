@@ -150,6 +150,10 @@ def child(args: argparse.Namespace) -> None:
     result = {"env": args.env, "blas": blas_info(),
               "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": []}
     rng = np.random.default_rng(0)
+    import bnnslstm as bl
+    for name in backends or []:       # load them now: threadpoolctl limits loaded libraries only
+        with bl.blas(name):
+            pass
     for threads in [int(t) for t in args.threads.split(",")]:
         with threadpool_limits(limits=threads):
             peak = sgemm_peak(threads)

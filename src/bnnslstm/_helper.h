@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
+#include "_activations.h"   /* bl_ftz_enter */
 #include "_skinny.h"
 
 typedef struct {
@@ -44,6 +45,9 @@ static void *bl_helper_main(void *arg)
 {
     bl_helper *h = (bl_helper *)arg;
     unsigned seen = 0;
+    /* the same denormal mode as the calling thread inside the kernel, so that both halves are
+       computed alike (the thread ends with the call: nothing to restore) */
+    (void)bl_ftz_enter();
     for (;;) {
         unsigned e, spins = 0;
         while ((e = atomic_load_explicit(&h->epoch, memory_order_acquire)) == seen)

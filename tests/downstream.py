@@ -33,6 +33,7 @@ def apple_constants() -> dict[str, int]:
 
 SOURCE = '''
 # cython: language_level=3
+from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 from bnnslstm.bnns cimport *
@@ -102,6 +103,21 @@ def forward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t 
         rc = BNNSDirectApplyLSTMBatchTrainingCaching(&p, NULL, NULL, 0)
     return rc, bnnslstm_last_error().decode(), bnnslstm_abi_version()
 
+cdef int forward_one(size_t I, size_t H, size_t N, size_t S, float *x, float *wx, float *wh,
+                     float *b, float *y) noexcept nogil:
+    cdef BNNSLayerParametersLSTM p
+    fill(&p, I, H, N, S, x, wx, wh, b, y, NULL, NULL)
+    return BNNSDirectApplyLSTMBatchTrainingCaching(&p, NULL, NULL, 0) != 0
+
+def parallel_forward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh,
+                     size_t b, size_t y, int copies, int threads):
+    """`copies` forward calls from OpenMP prange threads, each into its own y slice."""
+    cdef int i, failures = 0
+    for i in prange(copies, nogil=True, num_threads=threads, schedule="static", chunksize=1):
+        failures += forward_one(I, H, N, S, <float *>x, <float *>wx, <float *>wh, <float *>b,
+                                <float *>y + i * S * N * H)
+    return failures
+
 def backward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh,
              size_t b, size_t dy, size_t dx, size_t dwx, size_t dwh, size_t db,
              bint with_cache):
@@ -126,7 +142,7 @@ def backward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t
 '''
 
 
-def compile_module(tmp: Path, name: str, source: str):
+def compile_module(tmp: Path, name: str, source: str, openmp: bool = False):
     """Cythonize and compile `source` as module `name` in tmp, against the installed bnnslstm
     (found on sys.path like any cimported package), and import it."""
     pyx = tmp / f"{name}.pyx"
@@ -136,8 +152,10 @@ def compile_module(tmp: Path, name: str, source: str):
                    capture_output=True, text=True)
     so = tmp / (name + sysconfig.get_config_var("EXT_SUFFIX"))
     cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    subprocess.run([*cc.split(), "-shared", "-fPIC", "-O1", "-I", sysconfig.get_paths()["include"],
-                    str(csrc), "-o", str(so)], check=True, capture_output=True, text=True)
+    flags = ["-fopenmp"] if openmp else []
+    subprocess.run([*cc.split(), "-shared", "-fPIC", "-O1", *flags, "-I",
+                    sysconfig.get_paths()["include"], str(csrc), "-o", str(so)], check=True,
+                   capture_output=True, text=True)
     spec = importlib.util.spec_from_file_location(name, so)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -146,4 +164,4 @@ def compile_module(tmp: Path, name: str, source: str):
 
 def build_module(tmp: Path):
     consts = ", ".join(f'"{k}": {k}' for k in apple_constants())
-    return compile_module(tmp, "downstream", SOURCE % {"constants": consts})
+    return compile_module(tmp, "downstream", SOURCE % {"constants": consts}, openmp=True)

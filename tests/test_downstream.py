@@ -88,3 +88,22 @@ def test_abi_check(downstream):
         rc, message = downstream.check_abi(version, params, desc)
         assert rc == -1 and "rebuild the module" in message
         assert f"compiled against bnnslstm ABI {version}" in message
+
+
+@pytest.mark.parametrize("threads", [2, 4, 8])
+def test_prange_threads_under_nogil(downstream, rng, threads):
+    # Concurrent calls from Cython prange threads, shared weights, separate outputs:
+    # each equals the sequential result bit for bit.
+    I, H, N, S, copies = 5, 12, 3, 6, 16
+    x = rng.standard_normal((S, N, I)).astype(np.float32)
+    lstm = bl.LSTM(I, H, seed=4)
+    gates = ("input", "forget", "candidate", "output")
+    wx, wh, b = (np.stack([lstm.params[f"{k}_{g}_l0"] for g in gates]) for k in ("w_x", "w_h", "b"))
+    y = np.full((copies, S, N, H), 7.0, np.float32)
+    failures = downstream.parallel_forward(I, H, N, S, x.ctypes.data, wx.ctypes.data,
+                                           wh.ctypes.data, b.ctypes.data, y.ctypes.data, copies,
+                                           threads)
+    assert failures == 0
+    want, _ = lstm.forward(x)
+    for i in range(copies):
+        np.testing.assert_array_equal(y[i], want)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ctypes
+from dataclasses import dataclass, field
 
 import numpy as np
 from reference import DEFAULT_GATE_ACTS, TANH, Problem
@@ -257,3 +258,29 @@ def build_delta(
         gate.iw_desc = (pairs["wx0"], pairs["wx1"])
         gate.hw_desc, gate.cw_desc, gate.b_desc = pairs["wh"], pairs["wc"], pairs["b"]
     return BuiltDelta(dp, grads, x_layout)
+
+
+@dataclass
+class CountingAllocator:
+    """BNNSAlloc/BNNSFree callbacks that count calls, check the alignment contract and keep
+    every live block, so that tests can see that allocations and frees balance."""
+
+    live: dict = field(default_factory=dict)
+    allocs: int = 0
+    frees: int = 0
+
+    def alloc(self, memptr, alignment, size) -> int:
+        self.allocs += 1
+        assert alignment >= ctypes.sizeof(ctypes.c_void_p) and alignment & (alignment - 1) == 0
+        buf = ctypes.create_string_buffer(size + alignment)
+        addr = (ctypes.addressof(buf) + alignment - 1) // alignment * alignment
+        self.live[addr] = buf
+        memptr[0] = addr
+        return 0
+
+    def free(self, ptr) -> None:
+        self.frees += 1
+        del self.live[ptr]
+
+    def filter_params(self) -> bl.FilterParameters:
+        return bl.FilterParameters(alloc_memory=self.alloc, free_memory=self.free)

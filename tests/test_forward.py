@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
 import itertools
 
 import numpy as np
 import pytest
 import reference as ref
-from problems import build, random_problem, run, slot_problem
+from problems import CountingAllocator, build, random_problem, run, slot_problem
 
 import bnnslstm as bl
 
@@ -208,25 +207,10 @@ def test_filter_params_threads(rng, n_threads):
 
 
 def test_filter_params_allocator_is_used_and_balanced(rng):
-    live: dict[int, ctypes.Array] = {}
-    calls = {"alloc": 0, "free": 0}
-
-    def alloc(memptr, alignment, size):
-        calls["alloc"] += 1
-        assert alignment >= ctypes.sizeof(ctypes.c_void_p) and alignment & (alignment - 1) == 0
-        buf = ctypes.create_string_buffer(size + alignment)
-        addr = (ctypes.addressof(buf) + alignment - 1) // alignment * alignment
-        live[addr] = buf
-        memptr[0] = addr
-        return 0
-
-    def free(ptr):
-        calls["free"] += 1
-        del live[ptr]
-
+    counting = CountingAllocator()
     p = random_problem(rng, L=2, bidir=True)
-    check(build(p), bl.FilterParameters(alloc_memory=alloc, free_memory=free))
-    assert calls["alloc"] >= 1 and calls["alloc"] == calls["free"] and not live
+    check(build(p), counting.filter_params())
+    assert counting.allocs >= 1 and counting.allocs == counting.frees and not counting.live
 
 
 def test_allocator_failure_is_a_clean_error(rng):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import threading
 
 import numpy as np
 import pytest
-from problems import build, build_delta, random_problem
+from problems import CountingAllocator, build, build_delta, random_problem
 
 import bnnslstm as bl
 
@@ -101,22 +100,8 @@ def test_ten_thousand_training_steps_keep_rss_flat():
 
 
 def test_allocator_callbacks_are_balanced():
-    live: dict[int, ctypes.Array] = {}
-    count = {"alloc": 0, "free": 0}
-
-    def alloc(memptr, alignment, size):
-        count["alloc"] += 1
-        buf = ctypes.create_string_buffer(size + alignment)
-        addr = (ctypes.addressof(buf) + alignment - 1) // alignment * alignment
-        live[addr] = buf
-        memptr[0] = addr
-        return 0
-
-    def free(ptr):
-        count["free"] += 1
-        del live[ptr]
-
-    fp = bl.FilterParameters(alloc_memory=alloc, free_memory=free)
+    counting = CountingAllocator()
+    fp = counting.filter_params()
     rng = np.random.default_rng(1)
     p = random_problem(rng, L=2, bidir=True, peephole="diag")
     built = build(p)
@@ -127,7 +112,7 @@ def test_allocator_callbacks_are_balanced():
                                  for a in (built.y, built.hn, built.cn)])
         bl.direct_apply_lstm_batch_backward(built.params, delta.params, fp, cache)
         bl.direct_apply_lstm_batch_backward(built.params, delta.params, fp)   # replay path
-    assert count["alloc"] == count["free"] == 600 and not live
+    assert counting.allocs == counting.frees == 600 and not counting.live
 
 
 def test_resource_limits_backward():

@@ -18,9 +18,10 @@ cdef extern from "_helper.h" nogil:
                                                         int ldw, float *C, int ldc)
 
 cdef enum:
-    # Up to this many rows, streaming W once beats sgemm's per-call packing of W
-    # (measured: H = 256 to 1024; at 16 rows, stack2_bidir_h256_b16 is 12% faster than sgemm).
-    SKINNY_MAX_ROWS = 16
+    # Up to this many rows, streaming W once beats sgemm's per-call packing of W (measured:
+    # H = 256 to 1024). At 16 rows it was 20% faster on one thread but 35% slower on two, where
+    # sgemm splits the rows across cores and this kernel runs on one (BENCHMARKS.md).
+    SKINNY_MAX_ROWS = 8
 
 cdef inline set_threads_local_fn blas_thread_control() noexcept nogil:
     """openblas_set_num_threads_local of the selected BLAS, or NULL."""

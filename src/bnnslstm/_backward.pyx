@@ -15,7 +15,7 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._gemm cimport gemm_rm
 from bnnslstm._plan cimport (
-    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GatePlan, GradGate, WeightView, batch_at, set_error,
+    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, set_error,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
@@ -67,8 +67,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
     return 0
 
-cdef int backward_workspace_bytes(const LSTMPlan *p, const GradPlan *gr,
-                                  size_t *nbytes) noexcept nogil:
+cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
     cdef BWork b
     cdef size_t n
     if layout_bwork(p, &b, NULL, &n):

@@ -71,7 +71,7 @@ cdef int backward_entry(const BNNSLayerParametersLSTM *layer_params,
         own_cache = cache_capacity(&plan)     # D12: replay the forward into scratch memory
         if own_cache == 0:
             return -1
-    if backward_workspace_bytes(&plan, &grad, &bwd_bytes) \
+    if backward_workspace_bytes(&plan, &bwd_bytes) \
             or forward_workspace_bytes(&plan, &fwd_bytes):
         return -1
     if add_ovf(own_cache, max(bwd_bytes, fwd_bytes if own_cache else 0), &nbytes):

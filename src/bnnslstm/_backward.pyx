@@ -13,7 +13,7 @@ from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, f
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
-from bnnslstm._gemm cimport gemm_rm
+from bnnslstm._gemm cimport gemm_rm, pack_panels_t, packed_size, pgemm
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, set_error,
 )
@@ -40,12 +40,13 @@ cdef struct BWork:
     float *c0       # [N][H]
     float *dW       # [4H][Win] one weight gradient block
     float *dv       # [4H] bias or diagonal-peephole gradient
+    float *whtp     # W_h^T packed for pgemm (the per-step dh = dA W_h)
 
 cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
     return p.W1 if p.L > 1 and p.W1 > p.In else p.In
 
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
-    cdef size_t o[21]
+    cdef size_t o[22]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p)
     if weights_regions(p, &off, o) \
             or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
@@ -56,7 +57,8 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, N, H, 1, &o[15]) or region(&off, N, H, 1, &o[16]) \
             or region(&off, N, H, 1, &o[17]) or region(&off, N, H, 1, &o[18]) \
             or region(&off, 4 * H, win if win > H else H, 1, &o[19]) \
-            or region(&off, 4 * H, 1, 1, &o[20]):
+            or region(&off, 4 * H, 1, 1, &o[20]) \
+            or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
     if base != NULL:
@@ -65,6 +67,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.hprev, b.cprev, b.dh, b.dc = base + o[9], base + o[10], base + o[11], base + o[12]
         b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
+        b.whtp = base + o[21]
     return 0
 
 cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
@@ -233,6 +236,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     cdef float *dA_t
     cdef size_t ldc
     load_weights(p, &b.w, l, d, in_w)
+    pack_panels_t(H, G, b.w.wh_cur, b.w.ldwh, b.whtp)
     ldc = <size_t>b.w.ldwc
     load_state(&p.h0, l, d, N, p.H, b.h0)
     load_state(&p.c0, l, d, N, p.H, b.c0)
@@ -263,7 +267,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
                     b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
             k = k2
         # dh_prev = dA W_h (rows of inactive samples keep their gradient)
-        gemm_rm(b'N', b'N', <int>nt, H, G, 1.0, dA_t, G, b.w.wh_cur, b.w.ldwh, 0.0, b.dh, H)
+        pgemm(NULL, <int>nt, 1, H, G, dA_t, G, b.whtp, 0.0, b.dh, H)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
     weight_gradients(p, gr, b, l, d, xin, ldx, in_w, cell)

@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--peers", default="onnxruntime,torch")
     ap.add_argument("--shapes", default=str(SHAPES), help="a shapes.json file")
-    ap.add_argument("--modes", default="forward,train", help="forward, train or both")
+    ap.add_argument("--modes", default="forward,train",
+                    help="comma-separated: forward (inference), train (forward + backward)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--env", default="both", choices=["as-given", "autodetect", "both"],
                     help="OpenBLAS core type: the environment as given, autodetect, or both")
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                     "scipy,openblas32,mkl (ratios against the first)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if not set(args.modes.split(",")) <= {"forward", "train"}:
+        ap.error(f"--modes: expected forward and/or train, got {args.modes!r}")
     if args.child:
         child(args)
         return 0

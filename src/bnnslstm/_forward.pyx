@@ -14,12 +14,13 @@ from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._gemm cimport (
-    SKINNY_MAX_ROWS, bl_helper, blas_thread_control, gemm_nt, helper_start, helper_stop,
-    online_cpus, set_threads_local_fn,
+    bl_helper, helper_start, helper_stop, online_cpus, pack_gates, packed_size, pgemm,
 )
 from bnnslstm._plan cimport GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, set_error
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
-from bnnslstm._weights cimport Weights, load_weights, weights_place, weights_regions
+from bnnslstm._weights cimport (
+    Weights, any_full_peephole, load_weights, weights_place, weights_regions,
+)
 
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128)
@@ -37,13 +38,12 @@ def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
     return bl_helper_calls
 
-def _blas_thread_control() -> bool:
-    """Can the kernel set its BLAS threads per thread (openblas_set_num_threads_local)?"""
-    return blas_thread_control() != NULL
-
 cdef struct Workspace:
     Weights w
-    bl_helper *helper   # second thread for small-batch steps (n_threads != 1), or NULL
+    bl_helper *helper   # second thread (n_threads != 1), or NULL
+    float *wxp      # W_x, W_h, W_c of the current (layer, direction) packed for pgemm
+    float *whp
+    float *wcp
     float *gates    # [S][N][4H] pre-activations, then activations
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
@@ -58,10 +58,15 @@ cdef struct Workspace:
 cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           size_t *nfloats) noexcept nogil:
     """Place the regions of Workspace at `base` (may be NULL: sizes only)."""
-    cdef size_t o[12]
+    cdef size_t o[15]
     cdef size_t off = 0, SN = p.S * p.N
+    cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
     cdef bint gather = not x_in_place(p, &w.ldx)
     if weights_regions(p, &off, o) \
+            or region(&off, 4, packed_size(<int>p.H, <int>in_max), 1, &o[12]) \
+            or region(&off, 4, packed_size(<int>p.H, <int>p.H), 1, &o[13]) \
+            or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0, 1,
+                      &o[14]) \
             or region(&off, SN, 4 * p.H, 1, &o[5]) \
             or region(&off, SN, p.In if gather else 0, 1, &o[6]) \
             or region(&off, SN, p.D, p.H, &o[7]) \
@@ -79,6 +84,9 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
         w.h = base + o[9]
         w.c = base + o[10]
         w.tmp = base + o[11]
+        w.wxp = base + o[12]
+        w.whp = base + o[13]
+        w.wcp = base + o[14]
     return 0
 
 cdef int forward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
@@ -165,7 +173,6 @@ cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g,
 cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noexcept nogil:
     """Full peepholes of i, f, g: gates += c_old @ W_c^T, one GEMM per run of adjacent gates."""
     cdef int H = <int>p.H, k = 0, k2
-    cdef size_t ld = <size_t>w.w.ldwc
     while k < GATE_O:
         if p.gate[k].peephole != PEEP_FULL:
             k += 1
@@ -173,8 +180,8 @@ cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noex
         k2 = k
         while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
             k2 += 1
-        gemm_nt(w.helper, nt, (k2 - k) * H, H, w.c, H, w.w.wc_cur + k * H * ld, w.w.ldwc, 1.0, g + k * H,
-                4 * H)
+        pgemm(w.helper, nt, k2 - k, H, H, w.c, H, w.wcp + k * packed_size(H, H), 1.0, g + k * H,
+              4 * H)
         k = k2
 
 # ---------------------------------------------------------------------------------------------
@@ -191,8 +198,12 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     cdef float *pre_t
     cdef float *yrow
     load_weights(p, &w.w, l, d, in_w)
+    pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
+    pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
+    if w.w.wc_cur != NULL:
+        pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
     # DESIGN step 3: the input projection of every step in one GEMM.
-    gemm_nt(w.helper, SN, G, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G)
+    pgemm(w.helper, SN, 4, H, in_w, xin, ldx, w.wxp, 0.0, w.gates, G)
     load_state(&p.h0, l, d, N, p.H, w.h)
     load_state(&p.c0, l, d, N, p.H, w.c)
     for step in range(S):                                   # the time loop
@@ -201,13 +212,13 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         g = w.gates + t * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
         if nt > 0:
-            gemm_nt(w.helper, <int>nt, G, H, w.h, H, w.w.wh_cur, w.w.ldwh, 1.0, g, G)   # g += h W_h^T
+            pgemm(w.helper, <int>nt, 4, H, H, w.h, H, w.whp, 1.0, g, G)     # g += h W_h^T
             if w.w.wc_cur != NULL:
                 peephole_gemms(p, w, <int>nt, g)
             gates_ifg_rows(p, w, nt, g, pre_t)
             if o_full:                                      # output peephole reads the new cell
-                gemm_nt(w.helper, <int>nt, H, H, w.c, H, w.w.wc_cur + 3 * p.H * <size_t>w.w.ldwc,
-                        w.w.ldwc, 1.0, g + 3 * H, G)
+                pgemm(w.helper, <int>nt, 1, H, H, w.c, H, w.wcp + 3 * packed_size(H, H), 1.0,
+                      g + 3 * H, G)
             gate_o_rows(p, w, nt, g, pre_t)
         if cell != NULL:                # inactive rows 0: backward multiplies them by dA = 0
             memcpy(cell + t * N * p.H, w.c, nt * p.H * sizeof(float))
@@ -231,24 +242,15 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
     cdef bl_fpstate fpstate
     cdef bl_helper helper
     cdef long threads = <long>p.n_threads if p.n_threads > 0 else online_cpus()
-    cdef set_threads_local_fn blas_threads = NULL
-    cdef int blas_threads_before = 0
     layout_workspace(p, &w, <float *>workspace, &nfloats)
     if cache != NULL and cache.dropout:
         cache.key = next_key()
-    # DESIGN step 7: our second thread only where BLAS threads cannot help (few rows), and only
-    # when this thread's BLAS is single-threaded: OpenBLAS's idle workers spin on the core the
-    # helper needs (measured: 3x slower), so with BLAS threads the helper stays off.
+    # DESIGN step 7: the forward calls no BLAS, so its only threads are ours: a second one
+    # takes half of every product's panels once the weights make that worth a hand-off.
     w.helper = NULL
-    if threads >= 2 and p.N <= SKINNY_MAX_ROWS and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS:
-        blas_threads = blas_thread_control()
-        if blas_threads != NULL:
-            blas_threads_before = blas_threads(1)
-            if blas_threads_before == 1 and helper_start(&helper):
-                w.helper = &helper
-                count_helper_call(&bl_helper_calls, 1)
-            else:
-                blas_threads(blas_threads_before)
+    if threads >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS and helper_start(&helper):
+        w.helper = &helper
+        count_helper_call(&bl_helper_calls, 1)
     fpstate = ftz_enter()
     for l in range(p.L):
         if l == 0:

@@ -1,31 +1,35 @@
 # cython: language_level=3
-"""The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm,
-and the small-batch kernel for C += A @ W^T when A has few rows."""
+"""The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm
+(the backward's products), and the forward's products with weights packed once per call
+(_pgemm.h), each split in two parts that a helper thread can share (_helper.h)."""
 from libc.string cimport memset
 
-from bnnslstm._blas cimport current_sgemm, dispatch_sgemm as sgemm
+from bnnslstm._blas cimport dispatch_sgemm as sgemm
 
 cdef extern from "_helper.h" nogil:
     ctypedef struct bl_helper:
         int running
+    ctypedef void (*task_fn "bl_task_fn")(void *arg, int part) noexcept nogil
     int helper_start "bl_helper_start"(bl_helper *h)
     void helper_stop "bl_helper_stop"(bl_helper *h)
+    void run_parts "bl_run_parts"(bl_helper *h, task_fn fn, void *arg)
     long online_cpus "bl_online_cpus"()
-    ctypedef int (*set_threads_local_fn "bl_set_threads_local_fn")(int)
-    set_threads_local_fn blas_threads_local "bl_blas_threads_local"(const void *sgemm_addr)
-    void skinny_gemm_nt_split "bl_skinny_gemm_nt_split"(bl_helper *h, int m, int n, int k,
-                                                        const float *A, int lda, const float *W,
-                                                        int ldw, float *C, int ldc)
 
-cdef enum:
-    # Up to this many rows, streaming W once beats sgemm's per-call packing of W (measured:
-    # H = 256 to 1024). At 16 rows it was 20% faster on one thread but 35% slower on two, where
-    # sgemm splits the rows across cores and this kernel runs on one (BENCHMARKS.md).
-    SKINNY_MAX_ROWS = 8
-
-cdef inline set_threads_local_fn blas_thread_control() noexcept nogil:
-    """openblas_set_num_threads_local of the selected BLAS, or NULL."""
-    return blas_threads_local(current_sgemm())
+cdef extern from "_pgemm.h" nogil:
+    ctypedef struct bl_pgemm_job:
+        pass
+    size_t packed_size "bl_packed_size"(int n, int k)
+    ctypedef struct bl_pack_job:
+        int gates, H, k
+        size_t ldw
+        const float *W
+        float *Wp
+    void pack_task "bl_pack_task"(void *job, int part)
+    void pack_panels_t "bl_pack_panels_t"(int n, int k, const float *W, size_t ldw, float *Wp)
+    bl_pgemm_job pgemm_job "bl_pgemm_job_make"(int m, int gates, int H, int k, const float *A,
+                                                size_t lda, const float *Wp, float *C,
+                                                size_t ldc)
+    void pgemm_task "bl_pgemm_task"(void *job, int part)
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta,
@@ -36,18 +40,22 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     """
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
 
-cdef inline void gemm_nt(bl_helper *helper, int m, int n, int k, const float *a, int lda,
-                         const float *w, int ldw, float beta, float *c, int ldc) noexcept nogil:
-    """C[m x n] = A[m x k] @ W[n x k]^T + beta * C (beta 0 or 1), row-major.
-
-    Every forward product with a weight matrix W stored [out][in] goes through here; for few
-    rows, a running helper thread (NULL: none) takes half of W's rows.
-    """
+cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const float *a,
+                       size_t lda, const float *wp, float beta, float *c,
+                       size_t ldc) noexcept nogil:
+    """C[m x gates*H] = A[m x k] @ W^T + beta * C (beta 0 or 1), row-major, W packed by
+    pack_gates; a running helper (NULL: none) takes half of the panels."""
     cdef int i
-    if m <= SKINNY_MAX_ROWS:
-        if beta == 0:
-            for i in range(m):
-                memset(c + <size_t>i * ldc, 0, n * sizeof(float))
-        skinny_gemm_nt_split(helper, m, n, k, a, lda, w, ldw, c, ldc)
-    else:
-        gemm_rm(b'N', b'T', m, n, k, 1.0, a, lda, w, ldw, beta, c, ldc)
+    cdef bl_pgemm_job job
+    if beta == 0:
+        for i in range(m):
+            memset(c + <size_t>i * ldc, 0, <size_t>gates * H * sizeof(float))
+    job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc)
+    run_parts(helper, pgemm_task, &job)
+
+cdef inline void pack_gates(bl_helper *helper, int gates, int H, int k, const float *w,
+                            size_t ldw, float *wp) noexcept nogil:
+    """W ([gates*H x k], row stride ldw) into the panels pgemm reads; the helper packs half."""
+    cdef bl_pack_job job
+    job.gates, job.H, job.k, job.ldw, job.W, job.Wp = gates, H, k, ldw, w, wp
+    run_parts(helper, pack_task, &job)

@@ -1,0 +1,275 @@
+/* C[m x n] += A[m x k] @ W[n x k]^T with W packed once per call (the recurrent product).
+ *
+ * sgemm re-packs W on every call, and the time loop multiplies by the same W at every step: at
+ * the batch sizes of recurrent steps (1 to 64 rows) that copy costs as much as the multiply.
+ * As oneDNN does, W is packed once into panels of 16 output columns ([panel][k][16], zero
+ * padded), and a register-blocked kernel streams each panel once per block of MR rows:
+ * per k, NV panel vectors are loaded and every row's A[r][k] is broadcast against them.
+ *
+ * Every output element is one dot product accumulated in k order, whatever the blocking, so the
+ * result of an element does not depend on m, on the panel range a thread takes, or on the ISA
+ * level's blocking (only on whether the compiler contracts to FMA, which is fixed per build).
+ */
+#ifndef BNNSLSTM_PGEMM_H
+#define BNNSLSTM_PGEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+#include "_isa.h"
+
+#define BL_PANEL 16
+
+typedef float bl_v16 __attribute__((vector_size(64)));
+typedef float bl_v16u __attribute__((vector_size(64), aligned(4)));   /* unaligned access */
+
+/* Floats of the packed form of an [n x k] matrix. */
+static inline size_t bl_packed_size(int n, int k)
+{
+    return (size_t)((n + BL_PANEL - 1) / BL_PANEL) * (size_t)k * BL_PANEL;
+}
+
+typedef int bl_i16 __attribute__((vector_size(64)));
+
+/* In-register 16 x 16 transpose, in 4 stages: at block size b, rows i and i + b swap their
+ * off-diagonal b-blocks (8 x 8 blocks, then 4 x 4 inside them, ...). */
+static inline __attribute__((always_inline)) void bl_transpose16(bl_v16 r[16])
+{
+    static const bl_i16 lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
+    static const bl_i16 hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
+    static const bl_i16 lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
+    static const bl_i16 hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
+    static const bl_i16 lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
+    static const bl_i16 hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
+    static const bl_i16 lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
+    static const bl_i16 hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+#define BL_STAGE(b, LO, HI)                                                                      \
+    for (int i = 0; i < 16; i++)                                                                 \
+        if (!(i & (b))) {                                                                        \
+            bl_v16 lo = r[i], hi = r[i + (b)];                                                   \
+            r[i] = __builtin_shuffle(lo, hi, LO);                                                \
+            r[i + (b)] = __builtin_shuffle(lo, hi, HI);                                          \
+        }
+    BL_STAGE(8, lo8, hi8)
+    BL_STAGE(4, lo4, hi4)
+    BL_STAGE(2, lo2, hi2)
+    BL_STAGE(1, lo1, hi1)
+#undef BL_STAGE
+}
+
+/* Wp[p][kk][c] = W[p*16 + c][kk] (0 past row n); Wp is 64-byte aligned. Whole 16 x 16 tiles
+ * are transposed in registers (the pack runs once per call and layer, and must cost no more
+ * than a few time steps); edge tiles go element by element. */
+BL_CLONES
+static void bl_pack_panels(int n, int k, const float *W, size_t ldw, float *Wp)
+{
+    for (int p = 0; p * BL_PANEL < n; p++) {
+        float *dst = Wp + (size_t)p * k * BL_PANEL;
+        const float *src = W + (size_t)p * BL_PANEL * ldw;
+        int rows = n - p * BL_PANEL < BL_PANEL ? n - p * BL_PANEL : BL_PANEL;
+        int k0 = 0;
+        if (rows == BL_PANEL)
+            for (; k0 + BL_PANEL <= k; k0 += BL_PANEL) {
+                bl_v16 r[BL_PANEL];
+                for (int c = 0; c < BL_PANEL; c++)
+                    r[c] = *(const bl_v16u *)(src + c * ldw + k0);
+                bl_transpose16(r);
+                for (int kk = 0; kk < BL_PANEL; kk++)
+                    *(bl_v16 *)(dst + (size_t)(k0 + kk) * BL_PANEL) = r[kk];
+            }
+        for (; k0 < k; k0++)
+            for (int c = 0; c < BL_PANEL; c++)
+                dst[(size_t)k0 * BL_PANEL + c] = c < rows ? src[c * ldw + k0] : 0.0f;
+    }
+}
+
+/* The same panels from W^T: Wp[p][kk][c] = W[kk][p*16 + c], for C += A @ W with W [k x n]
+ * row-major (the backward's products with W_h and W_x): a copy of 16-float row pieces. */
+static void bl_pack_panels_t(int n, int k, const float *W, size_t ldw, float *Wp)
+{
+    for (int p = 0; p * BL_PANEL < n; p++) {
+        float *dst = Wp + (size_t)p * k * BL_PANEL;
+        int cols = n - p * BL_PANEL < BL_PANEL ? n - p * BL_PANEL : BL_PANEL;
+        for (int kk = 0; kk < k; kk++) {
+            memcpy(dst + (size_t)kk * BL_PANEL, W + kk * ldw + p * BL_PANEL,
+                   (size_t)cols * sizeof(float));
+            memset(dst + (size_t)kk * BL_PANEL + cols, 0, (size_t)(BL_PANEL - cols) * sizeof(float));
+        }
+    }
+}
+
+/* One MR x (NV*16) block of C over the whole k: the accumulators stay in registers. `cols` is
+ * the number of valid columns (< NV*16 only in the last block). MR and NV are constants at
+ * every call site, so the loops unroll fully. */
+static inline __attribute__((always_inline)) void
+bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
+               float *C, size_t ldc, int cols)
+{
+    bl_v16 acc[8][8];
+    const size_t ps = (size_t)k * BL_PANEL;
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            acc[r][v] = (bl_v16){0};
+    for (int kk = 0; kk < k; kk++) {
+        bl_v16 w[8];
+        for (int v = 0; v < NV; v++)
+            w[v] = *(const bl_v16 *)(Wp + v * ps + (size_t)kk * BL_PANEL);
+        for (int r = 0; r < MR; r++) {
+            const float a = A[r * lda + kk];
+            for (int v = 0; v < NV; v++)
+                acc[r][v] += a * w[v];
+        }
+    }
+    if (cols == NV * BL_PANEL) {
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NV; v++) {
+                bl_v16u *c = (bl_v16u *)(C + r * ldc + v * BL_PANEL);
+                *c += acc[r][v];
+            }
+    } else {
+        for (int r = 0; r < MR; r++)
+            for (int v = 0; v < NV; v++) {
+                float tmp[BL_PANEL];
+                int c0 = v * BL_PANEL;
+                memcpy(tmp, &acc[r][v], sizeof tmp);
+                for (int c = c0; c < cols && c < c0 + BL_PANEL; c++)
+                    C[r * ldc + c] += tmp[c - c0];
+            }
+    }
+}
+
+/* Rows [0, m) in blocks of MR, then the remaining rows in one smaller block (each row count
+ * gets its own unrolled code: MR and NV are constants after inlining). */
+static inline __attribute__((always_inline)) void
+bl_pgemm_rows(const int MR, const int NV, int m, int k, const float *A, size_t lda,
+              const float *Wp, float *C, size_t ldc, int cols)
+{
+    int i = 0;
+    for (; i + MR <= m; i += MR)
+        bl_pgemm_block(MR, NV, k, A + i * lda, lda, Wp, C + i * ldc, ldc, cols);
+    A += i * lda;
+    C += i * ldc;
+    switch (m - i) {
+#define BL_TAIL(R) case R: if (R < MR) bl_pgemm_block(R < MR ? R : 1, NV, k, A, lda, Wp, C, ldc, cols); break;
+    BL_TAIL(7) BL_TAIL(6) BL_TAIL(5) BL_TAIL(4) BL_TAIL(3) BL_TAIL(2) BL_TAIL(1)
+#undef BL_TAIL
+    default: break;
+    }
+}
+
+/* One block of NV panels for every row, with the register blocking of the ISA level:
+ * wide (32 vector registers: AVX-512, NEON): up to 8 rows x 3 panels = 24 accumulators, or
+ * 2 rows x 6 panels when there are few rows (enough independent FMAs in flight either way);
+ * narrow (16 registers: AVX2, where a 16-float vector is two ymm): 4 rows x 1 panel. */
+static inline __attribute__((always_inline)) void
+bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const float *Wp,
+              float *C, size_t ldc, int cols)
+{
+    if (!wide) {
+        if (nv == 2)
+            bl_pgemm_rows(2, 2, m, k, A, lda, Wp, C, ldc, cols);
+        else
+            bl_pgemm_rows(4, 1, m, k, A, lda, Wp, C, ldc, cols);
+        return;
+    }
+    switch (nv) {
+    case 6: bl_pgemm_rows(2, 6, m, k, A, lda, Wp, C, ldc, cols); break;
+    case 5: bl_pgemm_rows(2, 5, m, k, A, lda, Wp, C, ldc, cols); break;
+    case 4: bl_pgemm_rows(2, 4, m, k, A, lda, Wp, C, ldc, cols); break;
+    case 3: bl_pgemm_rows(8, 3, m, k, A, lda, Wp, C, ldc, cols); break;
+    case 2: bl_pgemm_rows(8, 2, m, k, A, lda, Wp, C, ldc, cols); break;
+    default: bl_pgemm_rows(8, 1, m, k, A, lda, Wp, C, ldc, cols); break;
+    }
+}
+
+/* Columns [16*p0, min(16*p1, n)) of C (panels [p0, p1) of Wp), every row of A. */
+BL_CLONES
+static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
+                            const float *Wp, int p0, int p1, float *C, size_t ldc)
+{
+    int per = wide ? (m <= 2 ? 6 : 3) : (m <= 2 ? 2 : 1);
+    for (int p = p0; p < p1;) {
+        int nv = per < p1 - p ? per : p1 - p;
+        int left = n - p * BL_PANEL;
+        int cols = left < nv * BL_PANEL ? left : nv * BL_PANEL;
+        bl_pgemm_cols(wide, nv, m, k, A, lda, Wp + (size_t)p * k * BL_PANEL, C + p * BL_PANEL,
+                      ldc, cols);
+        p += nv;
+    }
+}
+
+/* Does this CPU have 32 vector registers (the wide blocking)? */
+static inline int bl_pgemm_wide(void)
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+    return __builtin_cpu_supports("avx512f");
+#elif defined(__aarch64__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Gate-blocked form: W is `gates` blocks of H rows ([gates*H x k], row stride ldw), each gate
+ * packed on its own (P = ceil(H/16) panels) so that a gate's columns of C start on a panel. */
+static inline int bl_gate_panels(int H) { return (H + BL_PANEL - 1) / BL_PANEL; }
+
+static inline size_t bl_packed_gates_size(int gates, int H, int k)
+{
+    return (size_t)gates * bl_packed_size(H, k);
+}
+
+/* Packing as a task for two threads: part 0 packs the first half of the gates. */
+typedef struct {
+    int gates, H, k;
+    size_t ldw;
+    const float *W;
+    float *Wp;
+} bl_pack_job;
+
+static void bl_pack_task(void *job, int part)
+{
+    const bl_pack_job *j = (const bl_pack_job *)job;
+    int g0 = part == 0 ? 0 : j->gates / 2, g1 = part == 0 ? j->gates / 2 : j->gates;
+    for (int g = g0; g < g1; g++)
+        bl_pack_panels(j->H, j->k, j->W + (size_t)g * j->H * j->ldw, j->ldw,
+                       j->Wp + g * bl_packed_size(j->H, j->k));
+}
+
+/* C[m x gates*H] += A[m x k] @ W^T, as work items (gate, panel) = g*P + p that two threads
+ * can share: items [0, split) are part 0, the rest part 1. */
+typedef struct {
+    int m, H, k, gates, split;
+    size_t lda, ldc;
+    const float *A, *Wp;
+    float *C;
+} bl_pgemm_job;
+
+static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1)
+{
+    const int P = bl_gate_panels(j->H), wide = bl_pgemm_wide();
+    for (int g = i0 / P; g < j->gates && g * P < i1; g++) {
+        int p0 = i0 > g * P ? i0 - g * P : 0, p1 = i1 < (g + 1) * P ? i1 - g * P : P;
+        bl_pgemm_panels(wide, j->m, j->H, j->k, j->A, j->lda,
+                        j->Wp + g * bl_packed_size(j->H, j->k), p0, p1, j->C + (size_t)g * j->H,
+                        j->ldc);
+    }
+}
+
+static void bl_pgemm_task(void *job, int part)
+{
+    const bl_pgemm_job *j = (const bl_pgemm_job *)job;
+    if (part == 0)
+        bl_pgemm_items(j, 0, j->split);
+    else
+        bl_pgemm_items(j, j->split, j->gates * bl_gate_panels(j->H));
+}
+
+static inline bl_pgemm_job bl_pgemm_job_make(int m, int gates, int H, int k, const float *A,
+                                             size_t lda, const float *Wp, float *C, size_t ldc)
+{
+    bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, lda, ldc, A, Wp, C};
+    return j;
+}
+
+#endif

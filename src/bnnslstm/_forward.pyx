@@ -9,12 +9,15 @@ No allocation happens in here: everything lives in the workspace or the cache.
 """
 from libc.string cimport memcpy, memset
 
+import numpy as np
+
 from bnnslstm._activations cimport activation_row, bl_fpstate, ftz_enter, ftz_leave
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._gemm cimport (
-    bl_helper, helper_start, helper_stop, online_cpus, pack_gates, packed_size, pgemm,
+    bl_helper, helper_start, helper_stop, online_cpus, pack_gates, pack_panels_t, packed_size,
+    pgemm, run_parts,
 )
 from bnnslstm._plan cimport GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, set_error
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
@@ -25,6 +28,9 @@ from bnnslstm._weights cimport (
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128)
     HELPER_MIN_WEIGHTS = 4 * 128 * 128
+    # Each of two threads takes half of the batch rows from this many rows each (below, the
+    # panels of each product are split: small batches are bound by streaming W_h)
+    SPLIT_MIN_ROWS = 8
 
 cdef extern from *:
     """
@@ -38,6 +44,32 @@ def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
     return bl_helper_calls
 
+def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
+           bint helper) -> None:
+    """C[:, :n] += A @ W^T (W [gates*H x k]) or, transposed, A @ W (W [k x n], one gate),
+    through pack + pgemm exactly as the kernels call them (tests)."""
+    cdef int m = a.shape[0], k = a.shape[1]
+    cdef int n = w.shape[1] if transposed else w.shape[0]
+    cdef int H = n // gates
+    cdef bl_helper h
+    cdef bl_helper *hp = NULL
+    if n % gates or (w.shape[0] if transposed else w.shape[1]) != k or c.shape[0] != m \
+            or c.shape[1] < n or (transposed and gates != 1):
+        raise ValueError("shapes do not match")
+    store = np.empty(gates * packed_size(H, k) + 16, np.float32)
+    cdef float[::1] buf = store
+    cdef float *wp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
+    with nogil:
+        if helper and helper_start(&h):
+            hp = &h
+        if transposed:
+            pack_panels_t(n, k, &w[0, 0], w.shape[1], wp)
+        else:
+            pack_gates(hp, gates, H, k, &w[0, 0], w.shape[1], wp)
+        pgemm(hp, m, gates, H, k, &a[0, 0], k, wp, 1.0, &c[0, 0], c.shape[1])
+        if hp != NULL:
+            helper_stop(&h)
+
 cdef struct Workspace:
     Weights w
     bl_helper *helper   # second thread (n_threads != 1), or NULL
@@ -49,7 +81,7 @@ cdef struct Workspace:
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
     float *h        # [N][H]    running hidden state
     float *c        # [N][H]    running cell state
-    float *tmp      # [H]       act_hidden(c) of one row
+    float *tmp      # [2][H]    act_hidden(c) of one row, per thread
     int ldx         # row stride of x when used in place
 
 # ---------------------------------------------------------------------------------------------
@@ -72,7 +104,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
             or region(&off, SN, p.D, p.H, &o[7]) \
             or region(&off, SN, p.D, p.H if p.L > 1 else 0, &o[8]) \
             or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
-            or region(&off, p.H, 1, 1, &o[11]):
+            or region(&off, 2, p.H, 1, &o[11]):
         return set_error(b"workspace size overflows size_t")
     nfloats[0] = off
     if base != NULL:
@@ -116,16 +148,16 @@ cdef const float *input_rows(const LSTMPlan *p, Workspace *w, int *ldx) noexcept
 # ---------------------------------------------------------------------------------------------
 # the elementwise pass (DESIGN step 4): activations, peepholes, cell update, hidden output
 
-cdef void gates_ifg_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g,
+cdef void gates_ifg_rows(const LSTMPlan *p, Workspace *w, size_t n0, size_t n1, float *g,
                          float *pre) noexcept nogil:
-    """i, f, g activations and the new cell state c = f*c_old + i*g, rows [0, nt).
-    pre (training): receives the pre-activations of i, f, g."""
+    """i, f, g activations and the new cell state c = f*c_old + i*g, rows [n0, n1) of the
+    step's gates g. pre (training): receives the pre-activations of i, f, g."""
     cdef size_t H = p.H, n, j
     cdef int k
     cdef float *row
     cdef float *c
     cdef const float *pd
-    for n in range(nt):
+    for n in range(n0, n1):
         row = g + n * 4 * H
         c = w.c + n * H
         for j in range(3 * H):
@@ -143,9 +175,10 @@ cdef void gates_ifg_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g,
         for j in range(H):
             c[j] = row[H + j] * c[j] + row[j] * row[2 * H + j]
 
-cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g,
-                      float *pre) noexcept nogil:
-    """o activation (its peephole reads the new cell) and h = o * act_hidden(c)."""
+cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t n0, size_t n1, float *g,
+                      float *pre, float *tmp) noexcept nogil:
+    """o activation (its peephole reads the new cell) and h = o * act_hidden(c), rows
+    [n0, n1); tmp: [H] scratch of this thread."""
     cdef size_t H = p.H, n, j
     cdef float *go
     cdef float *c
@@ -153,7 +186,7 @@ cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g,
     cdef const float *bo = w.w.bias + 3 * H
     cdef const float *pd = w.w.pdiag + 3 * H
     cdef const GatePlan *gp = &p.gate[GATE_O]
-    for n in range(nt):
+    for n in range(n0, n1):
         go = g + n * 4 * H + 3 * H
         c = w.c + n * H
         h = w.h + n * H
@@ -165,13 +198,15 @@ cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t nt, float *g,
         if pre != NULL:
             memcpy(pre + n * 4 * H + 3 * H, go, H * sizeof(float))
         activation_row(gp.act.function, gp.act.alpha, gp.act.beta, go, H)
-        memcpy(w.tmp, c, H * sizeof(float))
-        activation_row(p.hidden_act.function, p.hidden_act.alpha, p.hidden_act.beta, w.tmp, H)
+        memcpy(tmp, c, H * sizeof(float))
+        activation_row(p.hidden_act.function, p.hidden_act.alpha, p.hidden_act.beta, tmp, H)
         for j in range(H):
-            h[j] = go[j] * w.tmp[j]
+            h[j] = go[j] * tmp[j]
 
-cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noexcept nogil:
-    """Full peepholes of i, f, g: gates += c_old @ W_c^T, one GEMM per run of adjacent gates."""
+cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, bl_helper *helper, size_t n0,
+                         size_t n1, float *g) noexcept nogil:
+    """Full peepholes of i, f, g, rows [n0, n1): gates += c_old @ W_c^T, one GEMM per run of
+    adjacent gates."""
     cdef int H = <int>p.H, k = 0, k2
     while k < GATE_O:
         if p.gate[k].peephole != PEEP_FULL:
@@ -180,23 +215,71 @@ cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, int nt, float *g) noex
         k2 = k
         while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
             k2 += 1
-        pgemm(w.helper, nt, k2 - k, H, H, w.c, H, w.wcp + k * packed_size(H, H), 1.0, g + k * H,
-              4 * H)
+        pgemm(helper, <int>(n1 - n0), k2 - k, H, H, w.c + n0 * H, H, w.wcp + k * packed_size(H, H),
+              1.0, g + n0 * 4 * H + k * H, 4 * H)
         k = k2
 
 # ---------------------------------------------------------------------------------------------
 # one (layer, direction), then the whole stack
+
+cdef struct Rows:
+    # One thread's share of a direction's time loop: batch rows [n0, n1) (DESIGN step 7).
+    const LSTMPlan *p
+    Workspace *w
+    size_t d, split
+    float *yout
+    float *pre
+    float *cell
+
+cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
+                    bl_helper *helper, float *tmp, float *yout, float *pre,
+                    float *cell) noexcept nogil:
+    """Steps of one direction for batch rows [n0, n1), which depend on no other row; helper:
+    shares the panels of each product (NULL: none)."""
+    cdef int H = <int>p.H, G = 4 * H
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n, n_end
+    cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
+    cdef float *g
+    cdef float *pre_t
+    cdef float *yrow
+    for step in range(S):                                   # the time loop
+        t = step if d == 0 else S - 1 - step
+        n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
+        g = w.gates + t * N * G
+        pre_t = pre + t * N * G if pre != NULL else NULL
+        if n_end > n0:
+            pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0, g + n0 * G,
+                  G)                                        # g += h W_h^T
+            if w.w.wc_cur != NULL:
+                peephole_gemms(p, w, helper, n0, n_end, g)
+            gates_ifg_rows(p, w, n0, n_end, g, pre_t)
+            if o_full:                                      # output peephole reads the new cell
+                pgemm(helper, <int>(n_end - n0), 1, H, H, w.c + n0 * H, H,
+                      w.wcp + 3 * packed_size(H, H), 1.0, g + n0 * G + 3 * H, G)
+            gate_o_rows(p, w, n0, n_end, g, pre_t, tmp)
+        yrow = yout + t * N * DH + d * p.H
+        for n in range(n0, n1):             # padded positions are 0 (D5), and so is their cell:
+            if n < n_end:                   # backward multiplies it by dA = 0
+                memcpy(yrow + n * DH, w.h + n * p.H, p.H * sizeof(float))
+            else:
+                memset(yrow + n * DH, 0, p.H * sizeof(float))
+            if cell != NULL:
+                if n < n_end:
+                    memcpy(cell + (t * N + n) * p.H, w.c + n * p.H, p.H * sizeof(float))
+                else:
+                    memset(cell + (t * N + n) * p.H, 0, p.H * sizeof(float))
+
+cdef void rows_task(void *arg, int part) noexcept nogil:
+    cdef Rows *r = <Rows *>arg
+    time_loop(r.p, r.w, r.d, 0 if part == 0 else r.split, r.split if part == 0 else r.p.N,
+              NULL, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
 
 cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, const float *xin,
                         int ldx, int in_w, float *yout, float *pre,
                         float *cell) noexcept nogil:
     """pre, cell (training): [S][N][4H] pre-activations and [S][N][H] cell states to keep."""
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n, nt
-    cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
-    cdef float *g
-    cdef float *pre_t
-    cdef float *yrow
+    cdef Rows rows
     load_weights(p, &w.w, l, d, in_w)
     pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
     pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
@@ -204,33 +287,18 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
     # DESIGN step 3: the input projection of every step in one GEMM.
     pgemm(w.helper, SN, 4, H, in_w, xin, ldx, w.wxp, 0.0, w.gates, G)
-    load_state(&p.h0, l, d, N, p.H, w.h)
-    load_state(&p.c0, l, d, N, p.H, w.c)
-    for step in range(S):                                   # the time loop
-        t = step if d == 0 else S - 1 - step
-        nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
-        g = w.gates + t * N * G
-        pre_t = pre + t * N * G if pre != NULL else NULL
-        if nt > 0:
-            pgemm(w.helper, <int>nt, 4, H, H, w.h, H, w.whp, 1.0, g, G)     # g += h W_h^T
-            if w.w.wc_cur != NULL:
-                peephole_gemms(p, w, <int>nt, g)
-            gates_ifg_rows(p, w, nt, g, pre_t)
-            if o_full:                                      # output peephole reads the new cell
-                pgemm(w.helper, <int>nt, 1, H, H, w.c, H, w.wcp + 3 * packed_size(H, H), 1.0,
-                      g + 3 * H, G)
-            gate_o_rows(p, w, nt, g, pre_t)
-        if cell != NULL:                # inactive rows 0: backward multiplies them by dA = 0
-            memcpy(cell + t * N * p.H, w.c, nt * p.H * sizeof(float))
-            memset(cell + (t * N + nt) * p.H, 0, (N - nt) * p.H * sizeof(float))
-        yrow = yout + t * N * DH + d * p.H
-        for n in range(N):                                  # padded positions are 0 (D5)
-            if n < nt:
-                memcpy(yrow + n * DH, w.h + n * p.H, p.H * sizeof(float))
-            else:
-                memset(yrow + n * DH, 0, p.H * sizeof(float))
-    store_state(&p.hn, l, d, N, p.H, w.h, False)
-    store_state(&p.cn, l, d, N, p.H, w.c, False)
+    load_state(&p.h0, l, d, p.N, p.H, w.h)
+    load_state(&p.c0, l, d, p.N, p.H, w.c)
+    if w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS:
+        # Batch rows are independent: each thread runs the whole time loop on half of them,
+        # with no hand-off per step. Fewer rows split the panels of each step's product.
+        rows.p, rows.w, rows.d, rows.yout, rows.pre, rows.cell = p, w, d, yout, pre, cell
+        rows.split = p.N // 2
+        run_parts(w.helper, rows_task, &rows)
+    else:
+        time_loop(p, w, d, 0, p.N, w.helper, w.tmp, yout, pre, cell)
+    store_state(&p.hn, l, d, p.N, p.H, w.h, False)
+    store_state(&p.cn, l, d, p.N, p.H, w.c, False)
 
 cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept nogil:
     """The whole stack. cache NULL: inference; else training: keep what backward needs."""

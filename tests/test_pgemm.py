@@ -1,0 +1,57 @@
+"""The packed GEMM (_pgemm.h) on its own: every register-block shape and edge the kernels can
+meet (row tails 1 to 7, partial panels, k not a multiple of 16, gates split between threads),
+against float64 numpy, and nothing written outside C[:m, :n]."""
+import itertools
+
+import numpy as np
+import pytest
+
+from bnnslstm._forward import _pgemm
+
+
+def case(rng, m, n, k, transposed):
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((k, n) if transposed else (n, k)).astype(np.float32)
+    c = np.full((m, n + 5), np.nan, np.float32)      # 5 padding columns must stay NaN
+    c[:, :n] = rng.standard_normal((m, n)).astype(np.float32)
+    want = c[:, :n].astype(np.float64) + a.astype(np.float64) @ (
+        w.astype(np.float64) if transposed else w.astype(np.float64).T)
+    return a, w, c, want
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 8, 9, 16, 23, 64])
+@pytest.mark.parametrize("gates", [1, 3, 4])
+def test_matches_float64(rng, m, gates):
+    for H, k in itertools.product([1, 15, 16, 17, 40], [1, 7, 16, 33]):
+        for helper in (False, True):
+            a, w, c, want = case(rng, m, gates * H, k, False)
+            _pgemm(a, w, c, gates, False, helper)
+            np.testing.assert_allclose(c[:, :gates * H], want, rtol=1e-5, atol=1e-5 * k)
+            assert np.isnan(c[:, gates * H:]).all()
+
+
+@pytest.mark.parametrize("m", [1, 4, 9, 64])
+def test_transposed_matches_float64(rng, m):
+    for n, k in itertools.product([1, 16, 17, 40], [1, 16, 64, 130]):
+        a, w, c, want = case(rng, m, n, k, True)
+        _pgemm(a, w, c, 1, True, False)
+        np.testing.assert_allclose(c[:, :n], want, rtol=1e-5, atol=1e-5 * k)
+        assert np.isnan(c[:, n:]).all()
+
+
+def test_helper_split_is_bit_identical(rng):
+    # 3 gates of 40 units: 3 panels each, so the two halves (4 and 5 panels) meet in a gate
+    for m in (1, 6, 33):
+        a, w, c, _ = case(rng, m, 3 * 40, 50, False)
+        one, two = c.copy(), c.copy()
+        _pgemm(a, w, one, 3, False, False)
+        _pgemm(a, w, two, 3, False, True)
+        assert np.array_equal(one, two, equal_nan=True)
+
+
+def test_bad_shapes_are_refused(rng):
+    a, w, c, _ = case(rng, 3, 8, 5, False)
+    with pytest.raises(ValueError, match="shapes"):
+        _pgemm(a, w, c, 3, False, False)         # 8 rows are not 3 gates
+    with pytest.raises(ValueError, match="shapes"):
+        _pgemm(np.ascontiguousarray(a[:, :4]), w, c, 1, False, False)  # k mismatch

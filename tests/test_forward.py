@@ -271,6 +271,17 @@ for bidir, layers, n, lengths in cases:
     assert _helper_calls() == before + 1, "the helper thread did not run"
     for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
         assert np.array_equal(a, b)
+# training: the forward's rows split must keep the same cache, hence the same gradients
+x = rng.standard_normal((9, 21, 40)).astype(np.float32)
+dy = rng.standard_normal((9, 21, 2 * 168)).astype(np.float32)
+outs = []
+for threads in (1, 2):
+    lstm = bl.LSTM(40, 168, 2, bidirectional=True, dropout=0.2, seed=1)   # same masks
+    lstm.n_threads = threads
+    y, _ = lstm.forward(x, lengths=[9] * 10 + [4] * 11, training=True)
+    outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+for a, b in zip(*outs, strict=True):
+    assert np.array_equal(a, b)
 print("ok")
 """
 

@@ -16,8 +16,8 @@ from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._gemm cimport (
-    bl_helper, helper_start, helper_stop, online_cpus, pack_gates, pack_panels_t, packed_size,
-    pgemm, run_parts,
+    SPLIT_MIN_ROWS, bl_helper, helper_start, helper_stop, online_cpus, pack_gates, pack_panels_t,
+    packed_size, pgemm, run_parts,
 )
 from bnnslstm._plan cimport GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, set_error
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
@@ -28,9 +28,6 @@ from bnnslstm._weights cimport (
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128)
     HELPER_MIN_WEIGHTS = 4 * 128 * 128
-    # Each of two threads takes half of the batch rows from this many rows each (below, the
-    # panels of each product are split: small batches are bound by streaming W_h)
-    SPLIT_MIN_ROWS = 8
 
 cdef extern from *:
     """

@@ -31,6 +31,12 @@ cdef extern from "_pgemm.h" nogil:
                                                 size_t ldc)
     void pgemm_task "bl_pgemm_task"(void *job, int part)
 
+cdef enum:
+    # With two threads, each takes half of the batch rows of a forward time loop from this
+    # many rows each; below, the panels of each product are split (small batches are bound by
+    # streaming W_h, which the row split would stream twice).
+    SPLIT_MIN_ROWS = 8
+
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta,
                          float *c, int ldc) noexcept nogil:

@@ -45,7 +45,7 @@ def test_article_pattern_same_descriptor_in_both_slots(rng):
     check(build(p))
 
 
-@pytest.mark.parametrize("N", [1, 5, 8, 9, 17])   # small-batch kernel up to 8 rows, BLAS above
+@pytest.mark.parametrize("N", [1, 5, 8, 9, 17])   # row tails of the 8-row kernel block
 @pytest.mark.parametrize("stacked", [False, True])
 def test_larger_odd_sizes(rng, N, stacked):
     # Sizes that are not multiples of a vector width, all features on.

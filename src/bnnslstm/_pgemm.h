@@ -31,30 +31,37 @@ static inline size_t bl_packed_size(int n, int k)
 
 typedef int bl_i16 __attribute__((vector_size(64)));
 
+/* Two-source shuffle by constant indices: gcc and clang spell it differently. */
+#if defined(__clang__)
+#define BL_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define BL_SHUF(a, b, ...) __builtin_shuffle(a, b, (bl_i16){__VA_ARGS__})
+#endif
+
 /* In-register 16 x 16 transpose, in 4 stages: at block size b, rows i and i + b swap their
  * off-diagonal b-blocks (8 x 8 blocks, then 4 x 4 inside them, ...). */
-static inline __attribute__((always_inline)) void bl_transpose16(bl_v16 r[16])
-{
-    static const bl_i16 lo8 = {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23};
-    static const bl_i16 hi8 = {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31};
-    static const bl_i16 lo4 = {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27};
-    static const bl_i16 hi4 = {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31};
-    static const bl_i16 lo2 = {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29};
-    static const bl_i16 hi2 = {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31};
-    static const bl_i16 lo1 = {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30};
-    static const bl_i16 hi1 = {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31};
+#define BL_LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define BL_HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define BL_LO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define BL_HI4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define BL_LO2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define BL_HI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define BL_LO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define BL_HI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
 #define BL_STAGE(b, LO, HI)                                                                      \
     for (int i = 0; i < 16; i++)                                                                 \
         if (!(i & (b))) {                                                                        \
             bl_v16 lo = r[i], hi = r[i + (b)];                                                   \
-            r[i] = __builtin_shuffle(lo, hi, LO);                                                \
-            r[i + (b)] = __builtin_shuffle(lo, hi, HI);                                          \
+            r[i] = BL_SHUF(lo, hi, LO);                                                          \
+            r[i + (b)] = BL_SHUF(lo, hi, HI);                                                    \
         }
-    BL_STAGE(8, lo8, hi8)
-    BL_STAGE(4, lo4, hi4)
-    BL_STAGE(2, lo2, hi2)
-    BL_STAGE(1, lo1, hi1)
-#undef BL_STAGE
+
+static inline __attribute__((always_inline)) void bl_transpose16(bl_v16 r[16])
+{
+    BL_STAGE(8, BL_LO8, BL_HI8)
+    BL_STAGE(4, BL_LO4, BL_HI4)
+    BL_STAGE(2, BL_LO2, BL_HI2)
+    BL_STAGE(1, BL_LO1, BL_HI1)
 }
 
 /* Wp[p][kk][c] = W[p*16 + c][kk] (0 past row n); Wp is 64-byte aligned. Whole 16 x 16 tiles

@@ -1,6 +1,7 @@
 /* A second thread for one forward call (DESIGN step 7, the issue's "split the 4H output rows
- * across threads"): every product is cut into two parts (panels of W, bl_pgemm_task), the
- * calling thread runs part 0 while the helper runs part 1. Each output element is computed by
+ * across threads"): work is cut into two parts (the panels of W of a product, bl_pgemm_task,
+ * or the batch rows of a time loop), the calling thread runs part 0 while the helper runs
+ * part 1. Each output element is computed by
  * the same code in the same order either way, so results are bit-identical to one thread.
  *
  * Hand-off per task: the caller publishes it and bumps `epoch` (release); the helper, spinning

@@ -221,11 +221,6 @@ static inline int bl_pgemm_wide(void)
  * packed on its own (P = ceil(H/16) panels) so that a gate's columns of C start on a panel. */
 static inline int bl_gate_panels(int H) { return (H + BL_PANEL - 1) / BL_PANEL; }
 
-static inline size_t bl_packed_gates_size(int gates, int H, int k)
-{
-    return (size_t)gates * bl_packed_size(H, k);
-}
-
 /* Packing as a task for two threads: part 0 packs the first half of the gates. */
 typedef struct {
     int gates, H, k;

@@ -47,7 +47,7 @@ cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
 
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
     cdef size_t o[22]
-    cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p)
+    cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
     if weights_regions(p, &off, o) \
             or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
             or region(&off, SN, win, 1, &o[7]) or region(&off, SN, win, 1, &o[8]) \
@@ -58,7 +58,8 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, N, H, 1, &o[17]) or region(&off, N, H, 1, &o[18]) \
             or region(&off, 4 * H, win if win > H else H, 1, &o[19]) \
             or region(&off, 4 * H, 1, 1, &o[20]) \
-            or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]):
+            or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]) \
+            or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
     if base != NULL:
@@ -75,8 +76,7 @@ cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept no
     cdef size_t n
     if layout_bwork(p, &b, NULL, &n):
         return -1
-    if mul_ovf(n, sizeof(float), nbytes):
-        return set_error(b"backward workspace size overflows size_t")
+    nbytes[0] = n * sizeof(float)       # cannot overflow: layout_bwork checked it
     return 0
 
 # ---------------------------------------------------------------------------------------------

@@ -86,9 +86,10 @@ cdef struct Workspace:
 
 cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           size_t *nfloats) noexcept nogil:
-    """Place the regions of Workspace at `base` (may be NULL: sizes only)."""
+    """Place the regions of Workspace at `base` (may be NULL: sizes only); fails when the
+    size in floats or in bytes overflows."""
     cdef size_t o[15]
-    cdef size_t off = 0, SN = p.S * p.N
+    cdef size_t off = 0, SN = p.S * p.N, nbytes
     cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
     cdef bint gather = not x_in_place(p, &w.ldx)
     if weights_regions(p, &off, o) \
@@ -101,7 +102,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
             or region(&off, SN, p.D, p.H, &o[7]) \
             or region(&off, SN, p.D, p.H if p.L > 1 else 0, &o[8]) \
             or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
-            or region(&off, 2, p.H, 1, &o[11]):
+            or region(&off, 2, p.H, 1, &o[11]) or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"workspace size overflows size_t")
     nfloats[0] = off
     if base != NULL:
@@ -123,8 +124,7 @@ cdef int forward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nog
     cdef size_t n
     if layout_workspace(p, &w, NULL, &n):
         return -1
-    if mul_ovf(n, sizeof(float), nbytes):
-        return set_error(b"workspace size overflows size_t")
+    nbytes[0] = n * sizeof(float)       # cannot overflow: layout_workspace checked it
     return 0
 
 cdef const float *input_rows(const LSTMPlan *p, Workspace *w, int *ldx) noexcept nogil:

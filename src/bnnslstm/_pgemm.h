@@ -115,8 +115,12 @@ bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, co
     bl_v16 acc[8][8];
     const size_t ps = (size_t)k * BL_PANEL;
     for (int r = 0; r < MR; r++)
-        for (int v = 0; v < NV; v++)
+        for (int v = 0; v < NV; v++) {
             acc[r][v] = (bl_v16){0};
+            /* C is read only after the k loop: fetch its lines now (in the time loop they
+               were last written by the projection, long since out of L1/L2) */
+            __builtin_prefetch(C + r * ldc + v * BL_PANEL, 1, 3);
+        }
     for (int kk = 0; kk < k; kk++) {
         bl_v16 w[8];
         for (int v = 0; v < NV; v++)

@@ -1,6 +1,7 @@
 """The packed GEMM (_pgemm.h) on its own: every register-block shape and edge the kernels can
 meet (row tails 1 to 7, partial panels, k not a multiple of 16, gates split between threads),
-against float64 numpy, and nothing written outside C[:m, :n]."""
+against float64 numpy, and nothing written outside C[:m, :n]; its direct form (W packed block
+by block as the rows pass) against the same and bit for bit against the packed form."""
 import itertools
 
 import numpy as np
@@ -21,13 +22,25 @@ def case(rng, m, n, k, transposed):
 
 @pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 8, 9, 16, 23, 64])
 @pytest.mark.parametrize("gates", [1, 3, 4])
-def test_matches_float64(rng, m, gates):
-    for H, k in itertools.product([1, 15, 16, 17, 40], [1, 7, 16, 33]):
+@pytest.mark.parametrize("direct", [False, True])
+def test_matches_float64(rng, m, gates, direct):
+    for H, k in itertools.product([1, 15, 16, 17, 40, 100], [1, 7, 16, 33]):
         for helper in (False, True):
             a, w, c, want = case(rng, m, gates * H, k, False)
-            _pgemm(a, w, c, gates, False, helper)
+            _pgemm(a, w, c, gates, False, helper, direct)
             np.testing.assert_allclose(c[:, :gates * H], want, rtol=1e-5, atol=1e-5 * k)
             assert np.isnan(c[:, gates * H:]).all()
+
+
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 23])
+def test_direct_is_the_packed_product_bit_for_bit(rng, m):
+    # 100 units = 7 panels per gate: blocks of 6 (m <= 2) or 3 panels end inside a gate
+    for H, k in ((100, 33), (40, 64), (17, 5)):
+        a, w, c, _ = case(rng, m, 4 * H, k, False)
+        packed, direct = c.copy(), c.copy()
+        _pgemm(a, w, packed, 4, False, False)
+        _pgemm(a, w, direct, 4, False, True, True)
+        assert np.array_equal(packed, direct, equal_nan=True)
 
 
 @pytest.mark.parametrize("m", [1, 4, 9, 64])
@@ -39,13 +52,14 @@ def test_transposed_matches_float64(rng, m):
         assert np.isnan(c[:, n:]).all()
 
 
-def test_helper_split_is_bit_identical(rng):
+@pytest.mark.parametrize("direct", [False, True])
+def test_helper_split_is_bit_identical(rng, direct):
     # 3 gates of 40 units: 3 panels each, so the two halves (4 and 5 panels) meet in a gate
     for m in (1, 6, 33):
         a, w, c, _ = case(rng, m, 3 * 40, 50, False)
         one, two = c.copy(), c.copy()
-        _pgemm(a, w, one, 3, False, False)
-        _pgemm(a, w, two, 3, False, True)
+        _pgemm(a, w, one, 3, False, False, direct)
+        _pgemm(a, w, two, 3, False, True, direct)
         assert np.array_equal(one, two, equal_nan=True)
 
 

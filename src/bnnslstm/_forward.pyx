@@ -16,8 +16,8 @@ from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, bl_helper, helper_start, helper_stop, online_cpus, pack_gates, pack_panels_t,
-    packed_size, pgemm, run_parts,
+    SPLIT_MIN_ROWS, bl_helper, direct_floats, helper_start, helper_stop, online_cpus, pack_gates,
+    pack_panels_t, packed_size, pgemm, pgemm_direct, run_parts,
 )
 from bnnslstm._plan cimport GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, set_error
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
@@ -42,37 +42,42 @@ def _helper_calls() -> int:
     return bl_helper_calls
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
-           bint helper) -> None:
+           bint helper, bint direct=False) -> None:
     """C[:, :n] += A @ W^T (W [gates*H x k]) or, transposed, A @ W (W [k x n], one gate),
-    through pack + pgemm exactly as the kernels call them (tests)."""
+    through pack + pgemm exactly as the kernels call them (tests); direct: through
+    pgemm_direct (W packed block by block as the rows pass)."""
     cdef int m = a.shape[0], k = a.shape[1]
     cdef int n = w.shape[1] if transposed else w.shape[0]
     cdef int H = n // gates
     cdef bl_helper h
     cdef bl_helper *hp = NULL
     if n % gates or (w.shape[0] if transposed else w.shape[1]) != k or c.shape[0] != m \
-            or c.shape[1] < n or (transposed and gates != 1):
+            or c.shape[1] < n or (transposed and (gates != 1 or direct)):
         raise ValueError("shapes do not match")
-    store = np.empty(gates * packed_size(H, k) + 16, np.float32)
+    store = np.empty(max(gates * packed_size(H, k), 2 * direct_floats(k)) + 16, np.float32)
     cdef float[::1] buf = store
     cdef float *wp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
     with nogil:
         if helper and helper_start(&h):
             hp = &h
-        if transposed:
-            pack_panels_t(n, k, &w[0, 0], w.shape[1], wp)
+        if direct:
+            pgemm_direct(hp, m, gates, H, k, &a[0, 0], k, &w[0, 0], w.shape[1], 1.0, &c[0, 0],
+                         c.shape[1], wp)
         else:
-            pack_gates(hp, gates, H, k, &w[0, 0], w.shape[1], wp)
-        pgemm(hp, m, gates, H, k, &a[0, 0], k, wp, 1.0, &c[0, 0], c.shape[1])
+            if transposed:
+                pack_panels_t(n, k, &w[0, 0], w.shape[1], wp)
+            else:
+                pack_gates(hp, gates, H, k, &w[0, 0], w.shape[1], wp)
+            pgemm(hp, m, gates, H, k, &a[0, 0], k, wp, 1.0, &c[0, 0], c.shape[1])
         if hp != NULL:
             helper_stop(&h)
 
 cdef struct Workspace:
     Weights w
     bl_helper *helper   # second thread (n_threads != 1), or NULL
-    float *wxp      # W_x, W_h, W_c of the current (layer, direction) packed for pgemm
-    float *whp
+    float *whp      # W_h, W_c of the current (layer, direction) packed for pgemm
     float *wcp
+    float *wxbuf    # [2][direct_floats(in)] W_x packed block by block (pgemm_direct)
     float *gates    # [S][N][4H] pre-activations, then activations
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
@@ -93,7 +98,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
     cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
     cdef bint gather = not x_in_place(p, &w.ldx)
     if weights_regions(p, &off, o) \
-            or region(&off, 4, packed_size(<int>p.H, <int>in_max), 1, &o[12]) \
+            or region(&off, 2, direct_floats(<int>in_max), 1, &o[12]) \
             or region(&off, 4, packed_size(<int>p.H, <int>p.H), 1, &o[13]) \
             or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0, 1,
                       &o[14]) \
@@ -114,7 +119,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
         w.h = base + o[9]
         w.c = base + o[10]
         w.tmp = base + o[11]
-        w.wxp = base + o[12]
+        w.wxbuf = base + o[12]
         w.whp = base + o[13]
         w.wcp = base + o[14]
     return 0
@@ -278,12 +283,13 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
     cdef Rows rows
     load_weights(p, &w.w, l, d, in_w)
-    pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
     pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
     if w.w.wc_cur != NULL:
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
-    # DESIGN step 3: the input projection of every step in one GEMM.
-    pgemm(w.helper, SN, 4, H, in_w, xin, ldx, w.wxp, 0.0, w.gates, G)
+    # DESIGN step 3: the input projection of every step in one GEMM (which reads each block
+    # of W_x once: packed as it goes, not beforehand).
+    pgemm_direct(w.helper, SN, 4, H, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G,
+                 w.wxbuf)
     load_state(&p.h0, l, d, p.N, p.H, w.h)
     load_state(&p.c0, l, d, p.N, p.H, w.c)
     if w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS:
@@ -302,7 +308,7 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
     cdef Workspace w
     cdef size_t nfloats, l, d, DH = p.D * p.H, SN = p.S * p.N
     cdef const float *xin
-    cdef float *yout
+    cdef float *yout = NULL
     cdef int ldx, in_w
     cdef bl_fpstate fpstate
     cdef bl_helper helper

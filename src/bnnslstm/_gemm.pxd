@@ -30,6 +30,13 @@ cdef extern from "_pgemm.h" nogil:
                                                 size_t lda, const float *Wp, float *C,
                                                 size_t ldc)
     void pgemm_task "bl_pgemm_task"(void *job, int part)
+    ctypedef struct bl_direct_job:
+        bl_pgemm_job g
+        const float *W
+        size_t ldw
+        float *buf[2]
+    size_t direct_floats "bl_direct_floats"(int k)
+    void direct_task "bl_direct_task"(void *job, int part)
 
 cdef enum:
     # With two threads, each takes half of the batch rows of a forward time loop from this
@@ -46,18 +53,34 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     """
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
 
+cdef inline void zero_rows(int m, int n, float *c, size_t ldc) noexcept nogil:
+    cdef int i
+    for i in range(m):
+        memset(c + <size_t>i * ldc, 0, <size_t>n * sizeof(float))
+
 cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const float *a,
                        size_t lda, const float *wp, float beta, float *c,
                        size_t ldc) noexcept nogil:
     """C[m x gates*H] = A[m x k] @ W^T + beta * C (beta 0 or 1), row-major, W packed by
     pack_gates; a running helper (NULL: none) takes half of the panels."""
-    cdef int i
     cdef bl_pgemm_job job
     if beta == 0:
-        for i in range(m):
-            memset(c + <size_t>i * ldc, 0, <size_t>gates * H * sizeof(float))
+        zero_rows(m, gates * H, c, ldc)
     job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc)
     run_parts(helper, pgemm_task, &job)
+
+cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,
+                              size_t lda, const float *w, size_t ldw, float beta, float *c,
+                              size_t ldc, float *buf) noexcept nogil:
+    """pgemm with W ([gates*H x k], row stride ldw) as it lies, packed block by block into buf
+    (2 * direct_floats(k) floats: one half per thread) as the rows pass."""
+    cdef bl_direct_job job
+    if beta == 0:
+        zero_rows(m, gates * H, c, ldc)
+    job.g = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc)
+    job.W, job.ldw = w, ldw
+    job.buf[0], job.buf[1] = buf, buf + direct_floats(k)
+    run_parts(helper, direct_task, &job)
 
 cdef inline void pack_gates(bl_helper *helper, int gates, int H, int k, const float *w,
                             size_t ldw, float *wp) noexcept nogil:

@@ -193,12 +193,19 @@ bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const 
     }
 }
 
+/* Panels per block of bl_pgemm_panels (at most 6): its register blocking by ISA and rows. */
+static inline int bl_block_panels(int wide, int m)
+{
+    return wide ? (m <= 2 ? 6 : 3) : (m <= 2 ? 2 : 1);
+}
+#define BL_MAX_BLOCK_PANELS 6
+
 /* Columns [16*p0, min(16*p1, n)) of C (panels [p0, p1) of Wp), every row of A. */
 BL_CLONES
 static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
                             const float *Wp, int p0, int p1, float *C, size_t ldc)
 {
-    int per = wide ? (m <= 2 ? 6 : 3) : (m <= 2 ? 2 : 1);
+    int per = bl_block_panels(wide, m);
     for (int p = p0; p < p1;) {
         int nv = per < p1 - p ? per : p1 - p;
         int left = n - p * BL_PANEL;
@@ -276,6 +283,49 @@ static inline bl_pgemm_job bl_pgemm_job_make(int m, int gates, int H, int k, con
 {
     bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, lda, ldc, A, Wp, C};
     return j;
+}
+
+/* The same product with W as it lies: each block of panels is packed into a small buffer
+ * (L2-sized) just before every row of A passes it, as sgemm packs. For a product that
+ * streams each panel once (the projection of all time steps) this saves writing the whole
+ * packed W out to memory and reading it back; results are those of the packed form, element
+ * for element. buf[part]: bl_direct_floats(k) floats, 64-byte aligned. */
+static inline size_t bl_direct_floats(int k)
+{
+    return (size_t)BL_MAX_BLOCK_PANELS * k * BL_PANEL;
+}
+
+typedef struct {
+    bl_pgemm_job g;      /* g.Wp unused */
+    const float *W;
+    size_t ldw;
+    float *buf[2];
+} bl_direct_job;
+
+static void bl_direct_items(const bl_direct_job *j, int i0, int i1, float *buf)
+{
+    const bl_pgemm_job *q = &j->g;
+    const int P = bl_gate_panels(q->H), wide = bl_pgemm_wide(), per = bl_block_panels(wide, q->m);
+    for (int g = i0 / P; g < q->gates && g * P < i1; g++) {
+        int p1 = i1 < (g + 1) * P ? i1 - g * P : P;
+        for (int p = i0 > g * P ? i0 - g * P : 0; p < p1; p += per) {
+            int nv = per < p1 - p ? per : p1 - p;
+            int left = q->H - p * BL_PANEL, cols = left < nv * BL_PANEL ? left : nv * BL_PANEL;
+            bl_pack_panels(cols, q->k, j->W + ((size_t)g * q->H + (size_t)p * BL_PANEL) * j->ldw,
+                           j->ldw, buf);
+            bl_pgemm_panels(wide, q->m, cols, q->k, q->A, q->lda, buf, 0, nv,
+                            q->C + (size_t)g * q->H + (size_t)p * BL_PANEL, q->ldc);
+        }
+    }
+}
+
+static void bl_direct_task(void *job, int part)
+{
+    const bl_direct_job *j = (const bl_direct_job *)job;
+    if (part == 0)
+        bl_direct_items(j, 0, j->g.split, j->buf[0]);
+    else
+        bl_direct_items(j, j->g.split, j->g.gates * bl_gate_panels(j->g.H), j->buf[1]);
 }
 
 #endif

@@ -9,6 +9,7 @@ is copied into an enclosing struct (ctypes keeps it in the target's ``_objects``
 from __future__ import annotations
 
 import ctypes
+import functools
 from typing import Any
 
 import numpy as np
@@ -40,15 +41,20 @@ class _Struct(ctypes.Structure):
             setattr(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        ftype = dict(self._fields_).get(name)
-        is_array = ftype is not None and issubclass(ftype, ctypes.Array)
-        if is_array and isinstance(value, (list, tuple)):
+        ftype = _array_fields(type(self)).get(name)
+        if ftype is not None and isinstance(value, (list, tuple)):
             value = ftype(*value)
         super().__setattr__(name, value)
 
     def __repr__(self) -> str:
         body = ", ".join(f"{n}={_show(getattr(self, n))}" for n, _ in self._fields_)
         return f"{type(self).__name__}({body})"
+
+
+@functools.cache
+def _array_fields(cls: type) -> dict[str, type]:
+    """The fixed-size array fields of a struct class (looked up on every field assignment)."""
+    return {name: t for name, t, *_ in cls._fields_ if issubclass(t, ctypes.Array)}
 
 
 def _show(v: Any) -> str:

@@ -17,7 +17,9 @@ cdef extern from "_helper.h" nogil:
 
 cdef extern from "_pgemm.h" nogil:
     ctypedef struct bl_pgemm_job:
-        pass
+        const float *W
+        size_t ldw
+        float *buf[2]
     size_t packed_size "bl_packed_size"(int n, int k)
     ctypedef struct bl_pack_job:
         int gates, H, k
@@ -30,13 +32,7 @@ cdef extern from "_pgemm.h" nogil:
                                                 size_t lda, const float *Wp, float *C,
                                                 size_t ldc)
     void pgemm_task "bl_pgemm_task"(void *job, int part)
-    ctypedef struct bl_direct_job:
-        bl_pgemm_job g
-        const float *W
-        size_t ldw
-        float *buf[2]
     size_t direct_floats "bl_direct_floats"(int k)
-    void direct_task "bl_direct_task"(void *job, int part)
 
 cdef enum:
     # With two threads, each takes half of the batch rows of a forward time loop from this
@@ -74,13 +70,13 @@ cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k,
                               size_t ldc, float *buf) noexcept nogil:
     """pgemm with W ([gates*H x k], row stride ldw) as it lies, packed block by block into buf
     (2 * direct_floats(k) floats: one half per thread) as the rows pass."""
-    cdef bl_direct_job job
+    cdef bl_pgemm_job job
     if beta == 0:
         zero_rows(m, gates * H, c, ldc)
-    job.g = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc)
+    job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc)
     job.W, job.ldw = w, ldw
     job.buf[0], job.buf[1] = buf, buf + direct_floats(k)
-    run_parts(helper, direct_task, &job)
+    run_parts(helper, pgemm_task, &job)
 
 cdef inline void pack_gates(bl_helper *helper, int gates, int H, int k, const float *w,
                             size_t ldw, float *wp) noexcept nogil:

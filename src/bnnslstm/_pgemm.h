@@ -200,20 +200,38 @@ static inline int bl_block_panels(int wide, int m)
 }
 #define BL_MAX_BLOCK_PANELS 6
 
-/* Columns [16*p0, min(16*p1, n)) of C (panels [p0, p1) of Wp), every row of A. */
+/* Columns [16*p0, min(16*p1, n)) of C (panels [p0, p1) of Wp), every row of A.
+ * The direct form (W non-NULL: W [n x k] as it lies, row stride ldw; Wp unused) packs each
+ * block of panels into buf (bl_direct_floats(k) floats) just before every row of A passes it,
+ * as sgemm packs: for a product that streams each panel once (the projection of all time
+ * steps) this saves writing the whole packed W out to memory and reading it back. Either
+ * way the same kernel computes each element, so results are identical. */
 BL_CLONES
 static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
-                            const float *Wp, int p0, int p1, float *C, size_t ldc)
+                            const float *Wp, int p0, int p1, float *C, size_t ldc,
+                            const float *W, size_t ldw, float *buf)
 {
     int per = bl_block_panels(wide, m);
     for (int p = p0; p < p1;) {
         int nv = per < p1 - p ? per : p1 - p;
         int left = n - p * BL_PANEL;
         int cols = left < nv * BL_PANEL ? left : nv * BL_PANEL;
-        bl_pgemm_cols(wide, nv, m, k, A, lda, Wp + (size_t)p * k * BL_PANEL, C + p * BL_PANEL,
-                      ldc, cols);
+        const float *block;
+        if (W != NULL) {
+            bl_pack_panels(cols, k, W + (size_t)p * BL_PANEL * ldw, ldw, buf);
+            block = buf;
+        } else {
+            block = Wp + (size_t)p * k * BL_PANEL;
+        }
+        bl_pgemm_cols(wide, nv, m, k, A, lda, block, C + p * BL_PANEL, ldc, cols);
         p += nv;
     }
+}
+
+/* Floats of a direct-form block buffer (one per thread). */
+static inline size_t bl_direct_floats(int k)
+{
+    return (size_t)BL_MAX_BLOCK_PANELS * k * BL_PANEL;
 }
 
 /* Does this CPU have 32 vector registers (the wide blocking)? */
@@ -250,22 +268,27 @@ static void bl_pack_task(void *job, int part)
 }
 
 /* C[m x gates*H] += A[m x k] @ W^T, as work items (gate, panel) = g*P + p that two threads
- * can share: items [0, split) are part 0, the rest part 1. */
+ * can share: items [0, split) are part 0, the rest part 1. W NULL: from the panels Wp; else
+ * the direct form from W (row stride ldw), part i packing its blocks into buf[i]. */
 typedef struct {
     int m, H, k, gates, split;
     size_t lda, ldc;
     const float *A, *Wp;
     float *C;
+    const float *W;
+    size_t ldw;
+    float *buf[2];
 } bl_pgemm_job;
 
-static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1)
+static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1, float *buf)
 {
     const int P = bl_gate_panels(j->H), wide = bl_pgemm_wide();
     for (int g = i0 / P; g < j->gates && g * P < i1; g++) {
         int p0 = i0 > g * P ? i0 - g * P : 0, p1 = i1 < (g + 1) * P ? i1 - g * P : P;
         bl_pgemm_panels(wide, j->m, j->H, j->k, j->A, j->lda,
-                        j->Wp + g * bl_packed_size(j->H, j->k), p0, p1, j->C + (size_t)g * j->H,
-                        j->ldc);
+                        j->W ? NULL : j->Wp + g * bl_packed_size(j->H, j->k), p0, p1,
+                        j->C + (size_t)g * j->H, j->ldc,
+                        j->W ? j->W + (size_t)g * j->H * j->ldw : NULL, j->ldw, buf);
     }
 }
 
@@ -273,59 +296,17 @@ static void bl_pgemm_task(void *job, int part)
 {
     const bl_pgemm_job *j = (const bl_pgemm_job *)job;
     if (part == 0)
-        bl_pgemm_items(j, 0, j->split);
+        bl_pgemm_items(j, 0, j->split, j->buf[0]);
     else
-        bl_pgemm_items(j, j->split, j->gates * bl_gate_panels(j->H));
+        bl_pgemm_items(j, j->split, j->gates * bl_gate_panels(j->H), j->buf[1]);
 }
 
 static inline bl_pgemm_job bl_pgemm_job_make(int m, int gates, int H, int k, const float *A,
                                              size_t lda, const float *Wp, float *C, size_t ldc)
 {
-    bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, lda, ldc, A, Wp, C};
+    bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, lda, ldc, A, Wp, C,
+                      NULL, 0, {NULL, NULL}};
     return j;
-}
-
-/* The same product with W as it lies: each block of panels is packed into a small buffer
- * (L2-sized) just before every row of A passes it, as sgemm packs. For a product that
- * streams each panel once (the projection of all time steps) this saves writing the whole
- * packed W out to memory and reading it back; results are those of the packed form, element
- * for element. buf[part]: bl_direct_floats(k) floats, 64-byte aligned. */
-static inline size_t bl_direct_floats(int k)
-{
-    return (size_t)BL_MAX_BLOCK_PANELS * k * BL_PANEL;
-}
-
-typedef struct {
-    bl_pgemm_job g;      /* g.Wp unused */
-    const float *W;
-    size_t ldw;
-    float *buf[2];
-} bl_direct_job;
-
-static void bl_direct_items(const bl_direct_job *j, int i0, int i1, float *buf)
-{
-    const bl_pgemm_job *q = &j->g;
-    const int P = bl_gate_panels(q->H), wide = bl_pgemm_wide(), per = bl_block_panels(wide, q->m);
-    for (int g = i0 / P; g < q->gates && g * P < i1; g++) {
-        int p1 = i1 < (g + 1) * P ? i1 - g * P : P;
-        for (int p = i0 > g * P ? i0 - g * P : 0; p < p1; p += per) {
-            int nv = per < p1 - p ? per : p1 - p;
-            int left = q->H - p * BL_PANEL, cols = left < nv * BL_PANEL ? left : nv * BL_PANEL;
-            bl_pack_panels(cols, q->k, j->W + ((size_t)g * q->H + (size_t)p * BL_PANEL) * j->ldw,
-                           j->ldw, buf);
-            bl_pgemm_panels(wide, q->m, cols, q->k, q->A, q->lda, buf, 0, nv,
-                            q->C + (size_t)g * q->H + (size_t)p * BL_PANEL, q->ldc);
-        }
-    }
-}
-
-static void bl_direct_task(void *job, int part)
-{
-    const bl_direct_job *j = (const bl_direct_job *)job;
-    if (part == 0)
-        bl_direct_items(j, 0, j->g.split, j->buf[0]);
-    else
-        bl_direct_items(j, j->g.split, j->g.gates * bl_gate_panels(j->g.H), j->buf[1]);
 }
 
 #endif

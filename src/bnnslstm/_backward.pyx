@@ -11,6 +11,13 @@ from libc.string cimport memcpy, memset
 
 from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, ftz_leave
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
+cdef extern from "_cellgrad.h" nogil:
+    void grad_output_row "bl_grad_output_row"(size_t H, const float *dy, const float *dh_next,
+                                              const float *th, const float *thd,
+                                              const float *o, const float *o_der,
+                                              float *da_o, float *dc)
+    void grad_cell_row "bl_grad_cell_row"(size_t H, const float *val, const float *der,
+                                          const float *cprev, float *dc, float *da)
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._gemm cimport gemm_rm, pack_panels_t, packed_size, pgemm
@@ -88,7 +95,6 @@ cdef void output_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *pre,
     """Gate values/derivatives, da_o, and dc += dh * o * act_h'(c) (+ diagonal o-peephole)."""
     cdef size_t H = p.H, G = 4 * H, n, j
     cdef int k
-    cdef float dh
     cdef float *val
     cdef float *der
     cdef float *da
@@ -102,10 +108,8 @@ cdef void output_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *pre,
                                 der + k * H, H)
         activation_grad_row(p.hidden_act.function, p.hidden_act.alpha, p.hidden_act.beta,
                             cell + n * H, b.th + n * H, b.thd + n * H, H)
-        for j in range(H):
-            dh = dy[n * ldy + j] + b.dh[n * H + j]
-            da[3 * H + j] = dh * b.th[n * H + j] * der[3 * H + j]
-            dc[j] += dh * val[3 * H + j] * b.thd[n * H + j]
+        grad_output_row(H, dy + n * ldy, b.dh + n * H, b.th + n * H, b.thd + n * H,
+                        val + 3 * H, der + 3 * H, da + 3 * H, dc)
         if p.gate[GATE_O].peephole == PEEP_DIAG:
             for j in range(H):
                 dc[j] += pd[j] * da[3 * H + j]
@@ -115,7 +119,6 @@ cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *cprev,
     """da_i, da_f, da_g and dc_prev = dc * f (+ diagonal i/f/g peepholes)."""
     cdef size_t H = p.H, G = 4 * H, n, j
     cdef int k
-    cdef float dcj
     cdef float *val
     cdef float *der
     cdef float *da
@@ -124,12 +127,7 @@ cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *cprev,
     for n in range(nt):
         val, der, da, dc, cp = b.val + n * G, b.der + n * G, dA + n * G, b.dc + n * H, \
             cprev + n * H
-        for j in range(H):
-            dcj = dc[j]
-            da[j] = dcj * val[2 * H + j] * der[j]                  # input:     dc * g * i'
-            da[H + j] = dcj * cp[j] * der[H + j]                   # forget:    dc * c_prev * f'
-            da[2 * H + j] = dcj * val[j] * der[2 * H + j]          # candidate: dc * i * g'
-            dc[j] = dcj * val[H + j]
+        grad_cell_row(H, val, der, cp, dc, da)
         for k in range(GATE_O):
             if p.gate[k].peephole == PEEP_DIAG:
                 for j in range(H):

@@ -259,7 +259,10 @@ HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
 from bnnslstm._forward import _helper_calls
 rng = np.random.default_rng(0)
-cases = ((False, 1, 1, None), (True, 2, 4, [9, 5, 3, 1]), (True, 2, 21, None))
+# unidirectional: the panels (1 row) or batch rows (21) are split; bidirectional: the two
+# directions run at once, one per thread
+cases = ((False, 1, 1, None), (False, 2, 21, [9] * 10 + [4] * 11), (True, 2, 4, [9, 5, 3, 1]),
+         (True, 2, 21, None))
 for bidir, layers, n, lengths in cases:
     lstm = bl.LSTM(40, 168, layers, bidirectional=bidir, peephole="full", seed=1)
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
@@ -271,17 +274,18 @@ for bidir, layers, n, lengths in cases:
     assert _helper_calls() == before + 1, "the helper thread did not run"
     for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
         assert np.array_equal(a, b)
-# training: the forward's rows split must keep the same cache, hence the same gradients
+# training: the split forward must keep the same cache, hence the same gradients
 x = rng.standard_normal((9, 21, 40)).astype(np.float32)
-dy = rng.standard_normal((9, 21, 2 * 168)).astype(np.float32)
-outs = []
-for threads in (1, 2):
-    lstm = bl.LSTM(40, 168, 2, bidirectional=True, dropout=0.2, seed=1)   # same masks
-    lstm.n_threads = threads
-    y, _ = lstm.forward(x, lengths=[9] * 10 + [4] * 11, training=True)
-    outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
-for a, b in zip(*outs, strict=True):
-    assert np.array_equal(a, b)
+for bidir in (False, True):
+    dy = rng.standard_normal((9, 21, (1 + bidir) * 168)).astype(np.float32)
+    outs = []
+    for threads in (1, 2):
+        lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
+        lstm.n_threads = threads
+        y, _ = lstm.forward(x, lengths=[9] * 10 + [4] * 11, training=True)
+        outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+    for a, b in zip(*outs, strict=True):
+        assert np.array_equal(a, b)
 print("ok")
 """
 
@@ -289,7 +293,7 @@ print("ok")
 def test_helper_thread_is_bit_identical():
     # With n_threads=2 a second thread packs half of the weights and computes half of the
     # panels of every product (H = 168: 11 panels per gate, so the output peephole's one-gate
-    # product is split inside the gate);
+    # product is split inside the gate), or half of the batch rows, or the other direction;
     # every output must equal the one-thread result bit for bit. In a fresh process, so that
     # the helper counter sees only this script.
     import subprocess

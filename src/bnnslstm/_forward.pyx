@@ -89,45 +89,63 @@ cdef struct Workspace:
 # ---------------------------------------------------------------------------------------------
 # workspace
 
+cdef bint use_helper(const LSTMPlan *p) noexcept nogil:
+    """Is a second thread allowed (n_threads, 0 = the online CPUs) and worth its hand-offs?"""
+    cdef long threads = <long>p.n_threads if p.n_threads > 0 else online_cpus()
+    return threads >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS
+
+cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
+    """2 when the two directions of a bidirectional layer run at once, one per thread (each
+    with its own packed weights, gates and state), else 1."""
+    return 2 if p.D == 2 and use_helper(p) else 1
+
 cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           size_t *nfloats) noexcept nogil:
-    """Place the regions of Workspace at `base` (may be NULL: sizes only); fails when the
-    size in floats or in bytes overflows."""
+    """Place the regions of w[0 .. direction_lanes(p)) at `base` (may be NULL: sizes only):
+    the lanes share x's rows and the layer outputs. Fails when the size in floats or in
+    bytes overflows."""
     cdef size_t o[15]
     cdef size_t off = 0, SN = p.S * p.N, nbytes
     cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
-    cdef bint gather = not x_in_place(p, &w.ldx)
-    if weights_regions(p, &off, o) \
-            or region(&off, 2, direct_floats(<int>in_max), 1, &o[12]) \
-            or region(&off, 4, packed_size(<int>p.H, <int>p.H), 1, &o[13]) \
-            or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0, 1,
-                      &o[14]) \
-            or region(&off, SN, 4 * p.H, 1, &o[5]) \
-            or region(&off, SN, p.In if gather else 0, 1, &o[6]) \
+    cdef int lane, ldx
+    cdef bint gather = not x_in_place(p, &ldx)
+    if region(&off, SN, p.In if gather else 0, 1, &o[6]) \
             or region(&off, SN, p.D, p.H, &o[7]) \
-            or region(&off, SN, p.D, p.H if p.L > 1 else 0, &o[8]) \
-            or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
-            or region(&off, 2, p.H, 1, &o[11]) or mul_ovf(off, sizeof(float), &nbytes):
+            or region(&off, SN, p.D, p.H if p.L > 1 else 0, &o[8]):
+        return set_error(b"workspace size overflows size_t")
+    for lane in range(direction_lanes(p)):
+        if weights_regions(p, &off, o) \
+                or region(&off, 2, direct_floats(<int>in_max), 1, &o[12]) \
+                or region(&off, 4, packed_size(<int>p.H, <int>p.H), 1, &o[13]) \
+                or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0,
+                          1, &o[14]) \
+                or region(&off, SN, 4 * p.H, 1, &o[5]) \
+                or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
+                or region(&off, 2, p.H, 1, &o[11]):
+            return set_error(b"workspace size overflows size_t")
+        if base != NULL:
+            weights_place(&w[lane].w, base, o)
+            w[lane].ldx = ldx
+            w[lane].helper = NULL
+            w[lane].xg = base + o[6] if gather else NULL
+            w[lane].ybuf[0] = base + o[7]
+            w[lane].ybuf[1] = base + o[8]
+            w[lane].gates = base + o[5]
+            w[lane].h = base + o[9]
+            w[lane].c = base + o[10]
+            w[lane].tmp = base + o[11]
+            w[lane].wxbuf = base + o[12]
+            w[lane].whp = base + o[13]
+            w[lane].wcp = base + o[14]
+    if mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"workspace size overflows size_t")
     nfloats[0] = off
-    if base != NULL:
-        weights_place(&w.w, base, o)
-        w.gates = base + o[5]
-        w.xg = base + o[6] if gather else NULL
-        w.ybuf[0] = base + o[7]
-        w.ybuf[1] = base + o[8]
-        w.h = base + o[9]
-        w.c = base + o[10]
-        w.tmp = base + o[11]
-        w.wxbuf = base + o[12]
-        w.whp = base + o[13]
-        w.wcp = base + o[14]
     return 0
 
 cdef int forward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
-    cdef Workspace w
+    cdef Workspace w[2]
     cdef size_t n
-    if layout_workspace(p, &w, NULL, &n):
+    if layout_workspace(p, w, NULL, &n):
         return -1
     nbytes[0] = n * sizeof(float)       # cannot overflow: layout_workspace checked it
     return 0
@@ -303,50 +321,75 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     store_state(&p.hn, l, d, p.N, p.H, w.h, False)
     store_state(&p.cn, l, d, p.N, p.H, w.c, False)
 
+cdef struct Directions:
+    # Both directions of layer l at once (DESIGN step 7): part d runs direction d on w[d].
+    const LSTMPlan *p
+    Workspace *w
+    Cache *cache
+    size_t l
+    const float *xin
+    int ldx, in_w
+    float *yout
+
+cdef void directions_task(void *arg, int part) noexcept nogil:
+    cdef Directions *a = <Directions *>arg
+    run_direction(a.p, &a.w[part], a.l, part, a.xin, a.ldx, a.in_w, a.yout,
+                  cache_pre(a.p, a.cache, a.l, part) if a.cache != NULL else NULL,
+                  cache_cell(a.p, a.cache, a.l, part) if a.cache != NULL else NULL)
+
 cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept nogil:
     """The whole stack. cache NULL: inference; else training: keep what backward needs."""
-    cdef Workspace w
+    cdef Workspace w[2]
+    cdef Directions dirs
     cdef size_t nfloats, l, d, DH = p.D * p.H, SN = p.S * p.N
     cdef const float *xin
     cdef float *yout = NULL
     cdef int ldx, in_w
     cdef bl_fpstate fpstate
     cdef bl_helper helper
-    cdef long threads = <long>p.n_threads if p.n_threads > 0 else online_cpus()
-    layout_workspace(p, &w, <float *>workspace, &nfloats)
+    cdef bl_helper *second = NULL
+    cdef bint lanes = direction_lanes(p) == 2
+    layout_workspace(p, w, <float *>workspace, &nfloats)
     if cache != NULL and cache.dropout:
         cache.key = next_key()
     # DESIGN step 7: the forward calls no BLAS, so its only threads are ours: a second one
-    # takes half of every product's panels once the weights make that worth a hand-off.
-    w.helper = NULL
-    if threads >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS and helper_start(&helper):
-        w.helper = &helper
+    # runs the other direction of a bidirectional layer, or else takes half of every
+    # product's panels (or batch rows), once the weights make that worth a hand-off.
+    if use_helper(p) and helper_start(&helper):
+        second = &helper
+        if not lanes:
+            w[0].helper = second
         count_helper_call(&bl_helper_calls, 1)
     fpstate = ftz_enter()
     for l in range(p.L):
         if l == 0:
-            xin = input_rows(p, &w, &ldx)
+            xin = input_rows(p, &w[0], &ldx)
             in_w = <int>p.In
         else:                                   # D2: layer l reads [forward | backward] of l-1
             ldx = <int>DH
             in_w = <int>p.W1
             if cache == NULL:
-                xin = w.ybuf[(l - 1) & 1]
+                xin = w[0].ybuf[(l - 1) & 1]
             elif cache.dropout:                 # D6: only when training
                 fill_mask(cache.key, l - 1, SN * DH, p.dropout, cache_mask(p, cache, l - 1))
                 apply_mask(cache_y(p, cache, l - 1), cache_mask(p, cache, l - 1), SN * DH,
-                           p.dropout, w.ybuf[0])
-                xin = w.ybuf[0]
+                           p.dropout, w[0].ybuf[0])
+                xin = w[0].ybuf[0]
             else:
                 xin = cache_y(p, cache, l - 1)
-        yout = w.ybuf[l & 1] if cache == NULL else cache_y(p, cache, l)
-        for d in range(p.D):
-            run_direction(p, &w, l, d, xin, ldx, in_w, yout,
-                          cache_pre(p, cache, l, d) if cache != NULL else NULL,
-                          cache_cell(p, cache, l, d) if cache != NULL else NULL)
+        yout = w[0].ybuf[l & 1] if cache == NULL else cache_y(p, cache, l)
+        if lanes:                   # without a running helper, one after the other here
+            dirs.p, dirs.w, dirs.cache, dirs.l = p, w, cache, l
+            dirs.xin, dirs.ldx, dirs.in_w, dirs.yout = xin, ldx, in_w, yout
+            run_parts(second, directions_task, &dirs)
+        else:
+            for d in range(p.D):
+                run_direction(p, &w[0], l, d, xin, ldx, in_w, yout,
+                              cache_pre(p, cache, l, d) if cache != NULL else NULL,
+                              cache_cell(p, cache, l, d) if cache != NULL else NULL)
     if p.y.data != NULL:
         scatter_seq(&p.y, p.S, p.N, DH, yout, False)
     ftz_leave(fpstate)
-    if w.helper != NULL:
-        helper_stop(&helper)
+    if second != NULL:
+        helper_stop(second)
     return 0

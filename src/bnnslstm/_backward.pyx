@@ -11,13 +11,6 @@ from libc.string cimport memcpy, memset
 
 from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, ftz_leave
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
-cdef extern from "_cellgrad.h" nogil:
-    void grad_output_row "bl_grad_output_row"(size_t H, const float *dy, const float *dh_next,
-                                              const float *th, const float *thd,
-                                              const float *o, const float *o_der,
-                                              float *da_o, float *dc)
-    void grad_cell_row "bl_grad_cell_row"(size_t H, const float *val, const float *der,
-                                          const float *cprev, float *dc, float *da)
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._gemm cimport gemm_rm, pack_panels_t, packed_size, pgemm
@@ -28,6 +21,14 @@ from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state,
 from bnnslstm._weights cimport (
     Weights, load_weights, scatter_matrix, scatter_vector, weights_place, weights_regions,
 )
+
+cdef extern from "_cellgrad.h" nogil:
+    void grad_output_row "bl_grad_output_row"(size_t H, const float *dy, const float *dh_next,
+                                              const float *th, const float *thd,
+                                              const float *o, const float *o_der,
+                                              float *da_o, float *dc)
+    void grad_cell_row "bl_grad_cell_row"(size_t H, const float *val, const float *der,
+                                          const float *cprev, float *dc, float *da)
 
 cdef struct BWork:
     Weights w

@@ -15,7 +15,8 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._gemm cimport gemm_rm, pack_panels_t, packed_size, pgemm
 from bnnslstm._plan cimport (
-    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, set_error,
+    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
+    set_error,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
@@ -255,13 +256,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
                     b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
         cell_rows(p, b, nt, b.cprev + t * N * p.H, dA_t)
         k = 0
-        while k < GATE_O:                                   # dc_prev += da_k W_kc (i, f, g)
-            if p.gate[k].peephole != PEEP_FULL:
-                k += 1
-                continue
-            k2 = k
-            while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
-                k2 += 1
+        while full_peephole_run(p, &k, &k2):                # dc_prev += da_k W_kc (i, f, g)
             gemm_rm(b'N', b'N', <int>nt, H, (k2 - k) * H, 1.0, dA_t + k * H, G,
                     b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
             k = k2

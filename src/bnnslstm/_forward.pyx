@@ -19,7 +19,9 @@ from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, bl_helper, direct_floats, helper_start, helper_stop, online_cpus, pack_gates,
     pack_panels_t, packed_size, pgemm, pgemm_direct, run_parts,
 )
-from bnnslstm._plan cimport GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, set_error
+from bnnslstm._plan cimport (
+    GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, full_peephole_run, set_error,
+)
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, weights_place, weights_regions,
@@ -228,13 +230,7 @@ cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, bl_helper *helper, siz
     """Full peepholes of i, f, g, rows [n0, n1): gates += c_old @ W_c^T, one GEMM per run of
     adjacent gates."""
     cdef int H = <int>p.H, k = 0, k2
-    while k < GATE_O:
-        if p.gate[k].peephole != PEEP_FULL:
-            k += 1
-            continue
-        k2 = k
-        while k2 < GATE_O and p.gate[k2].peephole == PEEP_FULL:
-            k2 += 1
+    while full_peephole_run(p, &k, &k2):
         pgemm(helper, <int>(n1 - n0), k2 - k, H, H, w.c + n0 * H, H, w.wcp + k * packed_size(H, H),
               1.0, g + n0 * 4 * H + k * H, 4 * H)
         k = k2

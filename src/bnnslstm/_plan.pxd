@@ -86,6 +86,7 @@ cdef int plan_backward(const BNNSLayerParametersLSTM *p, const BNNSLayerParamete
 cdef int plan_forward(const BNNSLayerParametersLSTM *p, const BNNSFilterParameters *fp,
                       LSTMPlan *plan) noexcept nogil
 cdef size_t batch_at(const LSTMPlan *plan, size_t t) noexcept nogil
+cdef bint full_peephole_run(const LSTMPlan *plan, int *k, int *k2) noexcept nogil
 cdef float *weight_ptr(const WeightView *w, size_t layer, size_t d) noexcept nogil
 cdef const WeightView *input_weights(const GatePlan *g, size_t layer, size_t *index) noexcept nogil
 

@@ -355,6 +355,16 @@ cdef size_t batch_at(const LSTMPlan *plan, size_t t) noexcept nogil:
         return plan.N
     return <size_t>read_count(plan.seq_data, plan.seq_type, t * plan.seq_stride)
 
+cdef bint full_peephole_run(const LSTMPlan *plan, int *k, int *k2) noexcept nogil:
+    """The next run [k, k2) of adjacent gates i, f, g with full peepholes, from *k on (their
+    products with a cell state are one GEMM); False when there is none."""
+    while k[0] < GATE_O and plan.gate[k[0]].peephole != PEEP_FULL:
+        k[0] += 1
+    k2[0] = k[0]
+    while k2[0] < GATE_O and plan.gate[k2[0]].peephole == PEEP_FULL:
+        k2[0] += 1
+    return k2[0] > k[0]
+
 cdef int resolve_sequence(const BNNSNDArrayDescriptor *d, LSTMPlan *plan) noexcept nogil:
     cdef size_t want = plan.S, s = 0, t, nbytes
     cdef int64_t v, prev

@@ -4,11 +4,14 @@ from the Python ctypes mirrors."""
 from __future__ import annotations
 
 import ctypes
+import gc
+import weakref
 
+import numpy as np
 import pytest
-from bnnslstm._abi import layout
 
 import bnnslstm as bl
+from bnnslstm._abi import layout
 
 # Spec tables 1.4 to 1.9 (and the nested paths of 1.8), transcribed.
 SPEC = {
@@ -89,6 +92,29 @@ def test_bytes_round_trip():
     assert [int.from_bytes(raw[8 + 8 * k:16 + 8 * k], "little") for k in range(3)] == [3, 2, 5]
     assert int.from_bytes(raw[144:148], "little") == 0x10020
     assert bytes(bl.NDArrayDescriptor.from_buffer_copy(raw)) == raw
+
+
+@pytest.mark.parametrize("strided", [False, True])
+def test_descriptor_keeps_its_array_alive_without_a_cycle(strided):
+    # The descriptor, and a struct it is copied into, keep the array alive; once both are
+    # gone the array is freed at once, not left to the cyclic collector (whose delay put
+    # every forward's outputs on fresh pages).
+    memory = np.arange(24, dtype=np.float32)
+    a = memory.reshape(4, 6)[:, 1:4] if strided else memory.reshape(4, 6)
+    alive = weakref.ref(memory)
+    gc.disable()
+    try:
+        d = bl.NDArrayDescriptor(data=a, layout=bl.DataLayout.RowMajorMatrix)
+        p = bl.LayerParametersLSTM()
+        p.input_descriptor.data_desc = d
+        first = a[0, 0]
+        del a, memory, d
+        assert alive() is not None
+        assert ctypes.c_float.from_address(p.input_descriptor.data_desc.data).value == first
+        del p
+        assert alive() is None
+    finally:
+        gc.enable()
 
 
 def test_swift_style_defaults_are_zero():

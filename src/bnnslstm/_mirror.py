@@ -153,7 +153,12 @@ class NDArrayDescriptor(_Struct):
         # view (and so the array) alive, and moving the pointer to the array's first element
         # does not drop that reference.
         owner = a if a.flags.c_contiguous else _owner(a)
-        ptr = ctypes.cast((ctypes.c_char * owner.nbytes).from_buffer(owner), ctypes.c_void_p)
+        view = (ctypes.c_char * owner.nbytes).from_buffer(owner)
+        ptr = ctypes.cast(view, ctypes.c_void_p)
+        # cast() also files `view` in the keep-alive dict it shares with `view`: a reference
+        # cycle, which left each call's arrays to the cyclic gc (and every call's outputs on
+        # fresh pages). The memoryview in that dict is what keeps the array alive.
+        del ptr._objects[id(view)]
         ptr.value = a.ctypes.data
         self.data = ptr
 

@@ -2,7 +2,6 @@
 """The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm
 (the backward's products), and the forward's products with weights packed once per call
 (_pgemm.h), each split in two parts that a helper thread can share (_helper.h)."""
-from libc.string cimport memset
 
 from bnnslstm._blas cimport dispatch_sgemm as sgemm
 
@@ -30,7 +29,7 @@ cdef extern from "_pgemm.h" nogil:
     void pack_panels_t "bl_pack_panels_t"(int n, int k, const float *W, size_t ldw, float *Wp)
     bl_pgemm_job pgemm_job "bl_pgemm_job_make"(int m, int gates, int H, int k, const float *A,
                                                 size_t lda, const float *Wp, float *C,
-                                                size_t ldc)
+                                                size_t ldc, int add)
     void pgemm_task "bl_pgemm_task"(void *job, int part)
     size_t direct_floats "bl_direct_floats"(int k)
 
@@ -49,20 +48,12 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     """
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
 
-cdef inline void zero_rows(int m, int n, float *c, size_t ldc) noexcept nogil:
-    cdef int i
-    for i in range(m):
-        memset(c + <size_t>i * ldc, 0, <size_t>n * sizeof(float))
-
 cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const float *a,
                        size_t lda, const float *wp, float beta, float *c,
                        size_t ldc) noexcept nogil:
     """C[m x gates*H] = A[m x k] @ W^T + beta * C (beta 0 or 1), row-major, W packed by
     pack_gates; a running helper (NULL: none) takes half of the panels."""
-    cdef bl_pgemm_job job
-    if beta == 0:
-        zero_rows(m, gates * H, c, ldc)
-    job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc)
+    cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc, beta != 0)
     run_parts(helper, pgemm_task, &job)
 
 cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,
@@ -70,10 +61,7 @@ cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k,
                               size_t ldc, float *buf) noexcept nogil:
     """pgemm with W ([gates*H x k], row stride ldw) as it lies, packed block by block into buf
     (2 * direct_floats(k) floats: one half per thread) as the rows pass."""
-    cdef bl_pgemm_job job
-    if beta == 0:
-        zero_rows(m, gates * H, c, ldc)
-    job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc)
+    cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, beta != 0)
     job.W, job.ldw = w, ldw
     job.buf[0], job.buf[1] = buf, buf + direct_floats(k)
     run_parts(helper, pgemm_task, &job)

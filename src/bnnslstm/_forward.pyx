@@ -17,7 +17,7 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, bl_helper, direct_floats, helper_start, helper_stop, online_cpus, pack_gates,
-    pack_panels_t, packed_size, pgemm, pgemm_direct, run_parts,
+    pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing, run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, full_peephole_run, set_error,
@@ -248,10 +248,11 @@ cdef struct Rows:
     float *cell
 
 cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
-                    bl_helper *helper, float *tmp, float *yout, float *pre,
+                    bl_helper *helper, bint pack_first, float *tmp, float *yout, float *pre,
                     float *cell) noexcept nogil:
     """Steps of one direction for batch rows [n0, n1), which depend on no other row; helper:
-    shares the panels of each product (NULL: none)."""
+    shares the panels of each product (NULL: none); pack_first: the first step packs W_h
+    (which has rows then) as it multiplies by it."""
     cdef int H = <int>p.H, G = 4 * H
     cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n, n_end
     cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
@@ -263,9 +264,13 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
         n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
         g = w.gates + t * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
-        if n_end > n0:
-            pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0, g + n0 * G,
-                  G)                                        # g += h W_h^T
+        if n_end > n0:                                      # g += h W_h^T
+            if pack_first and step == 0:
+                pgemm_packing(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H,
+                              w.w.wh_cur, w.w.ldwh, w.whp, g + n0 * G, G)
+            else:
+                pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0,
+                      g + n0 * G, G)
             if w.w.wc_cur != NULL:
                 peephole_gemms(p, w, helper, n0, n_end, g)
             gates_ifg_rows(p, w, n0, n_end, g, pre_t)
@@ -288,7 +293,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
 cdef void rows_task(void *arg, int part) noexcept nogil:
     cdef Rows *r = <Rows *>arg
     time_loop(r.p, r.w, r.d, 0 if part == 0 else r.split, r.split if part == 0 else r.p.N,
-              NULL, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
+              NULL, False, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
 
 cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, const float *xin,
                         int ldx, int in_w, float *yout, float *pre,
@@ -296,8 +301,13 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     """pre, cell (training): [S][N][4H] pre-activations and [S][N][H] cell states to keep."""
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
     cdef Rows rows
+    # Both threads of a row split read all of W_h: it is packed before they start. Otherwise
+    # the first step packs it, unless no sample is active then (reverse direction, D5).
+    cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS
+    cdef bint pack_first = not split_rows and batch_at(p, 0 if d == 0 else p.S - 1) > 0
     load_weights(p, &w.w, l, d, in_w)
-    pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
+    if not pack_first:
+        pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
     if w.w.wc_cur != NULL:
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
     # DESIGN step 3: the input projection of every step in one GEMM (which reads each block
@@ -306,14 +316,14 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
                  w.wxbuf)
     load_state(&p.h0, l, d, p.N, p.H, w.h)
     load_state(&p.c0, l, d, p.N, p.H, w.c)
-    if w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS:
+    if split_rows:
         # Batch rows are independent: each thread runs the whole time loop on half of them,
         # with no hand-off per step. Fewer rows split the panels of each step's product.
         rows.p, rows.w, rows.d, rows.yout, rows.pre, rows.cell = p, w, d, yout, pre, cell
         rows.split = p.N // 2
         run_parts(w.helper, rows_task, &rows)
     else:
-        time_loop(p, w, d, 0, p.N, w.helper, w.tmp, yout, pre, cell)
+        time_loop(p, w, d, 0, p.N, w.helper, pack_first, w.tmp, yout, pre, cell)
     store_state(&p.hn, l, d, p.N, p.H, w.h, False)
     store_state(&p.cn, l, d, p.N, p.H, w.c, False)
 

@@ -19,6 +19,7 @@ cdef extern from "_pgemm.h" nogil:
         const float *W
         size_t ldw
         float *buf[2]
+        float *keep
     size_t packed_size "bl_packed_size"(int n, int k)
     ctypedef struct bl_pack_job:
         int gates, H, k
@@ -64,6 +65,16 @@ cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k,
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, beta != 0)
     job.W, job.ldw = w, ldw
     job.buf[0], job.buf[1] = buf, buf + direct_floats(k)
+    run_parts(helper, pgemm_task, &job)
+
+cdef inline void pgemm_packing(bl_helper *helper, int m, int gates, int H, int k,
+                               const float *a, size_t lda, const float *w, size_t ldw,
+                               float *wp, float *c, size_t ldc) noexcept nogil:
+    """C += A @ W^T, packing W ([gates*H x k], row stride ldw) into wp (as pack_gates does)
+    block by block as the product passes it: the first step of a time loop reads W once for
+    both. Results are those of pack_gates then pgemm."""
+    cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, 1)
+    job.W, job.ldw, job.keep = w, ldw, wp
     run_parts(helper, pgemm_task, &job)
 
 cdef inline void pack_gates(bl_helper *helper, int gates, int H, int k, const float *w,

@@ -234,12 +234,14 @@ static inline size_t bl_direct_floats(int k)
  * The direct form (W non-NULL: W [n x k] as it lies, row stride ldw; Wp unused) packs the
  * panels chunk by chunk into buf (bl_direct_floats(k) floats) as sgemm packs: for a product
  * that streams each panel once (the projection of all time steps) this saves writing the whole
- * packed W out to memory and reading it back. Either way the same kernel computes each element
- * over the whole k, so results are identical. */
+ * packed W out to memory and reading it back. With `keep`, buf is instead where all the
+ * panels are kept (the layout of Wp) for later products: the first step packs W_h as it
+ * multiplies by it, reading W_h once for both. Either way the same kernel computes each
+ * element over the whole k, so results are identical. */
 BL_CLONES
 static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
                             const float *Wp, int p0, int p1, float *C, size_t ldc,
-                            const float *W, size_t ldw, float *buf, int add)
+                            const float *W, size_t ldw, float *buf, int keep, int add)
 {
     const int per = bl_block_panels(wide, m);
     const int chunk = W != NULL ? bl_direct_panels(k) : p1 - p0;
@@ -249,9 +251,10 @@ static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_
         const float *panels = Wp + (size_t)c0 * k * BL_PANEL;
         if (W != NULL) {
             int left = n - c0 * BL_PANEL;
+            float *dst = keep ? buf + (size_t)c0 * k * BL_PANEL : buf;
             bl_pack_panels(left < (c1 - c0) * BL_PANEL ? left : (c1 - c0) * BL_PANEL, k,
-                           W + (size_t)c0 * BL_PANEL * ldw, ldw, buf);
-            panels = buf;
+                           W + (size_t)c0 * BL_PANEL * ldw, ldw, dst);
+            panels = dst;
         }
         for (int i = 0; i < m; i += group) {
             int rows = m - i < group ? m - i : group;
@@ -301,9 +304,10 @@ static void bl_pack_task(void *job, int part)
                        j->Wp + g * bl_packed_size(j->H, j->k));
 }
 
-/* C[m x gates*H] (+)= A[m x k] @ W^T (add: accumulate, else overwrite), as work items (gate, panel) = g*P + p that two threads
- * can share: items [0, split) are part 0, the rest part 1. W NULL: from the panels Wp; else
- * the direct form from W (row stride ldw), part i packing its blocks into buf[i]. */
+/* C[m x gates*H] (+)= A[m x k] @ W^T (add: accumulate, else overwrite), as work items
+ * (gate, panel) = g*P + p that two threads can share: items [0, split) are part 0, the rest
+ * part 1. W NULL: from the panels Wp; else the direct form from W (row stride ldw), part i
+ * packing its blocks into buf[i], or with keep into the panels `keep` (the layout of Wp). */
 typedef struct {
     int m, H, k, gates, split, add;
     size_t lda, ldc;
@@ -312,6 +316,7 @@ typedef struct {
     const float *W;
     size_t ldw;
     float *buf[2];
+    float *keep;
 } bl_pgemm_job;
 
 static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1, float *buf)
@@ -319,10 +324,11 @@ static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1, float *buf)
     const int P = bl_gate_panels(j->H), wide = bl_pgemm_wide();
     for (int g = i0 / P; g < j->gates && g * P < i1; g++) {
         int p0 = i0 > g * P ? i0 - g * P : 0, p1 = i1 < (g + 1) * P ? i1 - g * P : P;
-        bl_pgemm_panels(wide, j->m, j->H, j->k, j->A, j->lda,
-                        j->W ? NULL : j->Wp + g * bl_packed_size(j->H, j->k), p0, p1,
-                        j->C + (size_t)g * j->H, j->ldc,
-                        j->W ? j->W + (size_t)g * j->H * j->ldw : NULL, j->ldw, buf, j->add);
+        const size_t gate = g * bl_packed_size(j->H, j->k);
+        bl_pgemm_panels(wide, j->m, j->H, j->k, j->A, j->lda, j->W ? NULL : j->Wp + gate, p0,
+                        p1, j->C + (size_t)g * j->H, j->ldc,
+                        j->W ? j->W + (size_t)g * j->H * j->ldw : NULL, j->ldw,
+                        j->keep ? j->keep + gate : buf, j->keep != NULL, j->add);
     }
 }
 
@@ -340,7 +346,7 @@ static inline bl_pgemm_job bl_pgemm_job_make(int m, int gates, int H, int k, con
                                              int add)
 {
     bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, add, lda, ldc, A, Wp, C,
-                      NULL, 0, {NULL, NULL}};
+                      NULL, 0, {NULL, NULL}, NULL};
     return j;
 }
 

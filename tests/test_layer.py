@@ -38,6 +38,39 @@ def as_problem(lstm: bl.LSTM, x: np.ndarray, h0=None, c0=None) -> ref.Problem:
     return p
 
 
+def test_repeated_calls_point_at_their_own_arrays(rng):
+    # From the second call of a geometry on, the struct is the last call's bytes with new data
+    # pointers: each call must still read its own x, h0, c0 and write its own outputs.
+    lstm = bl.LSTM(4, 5, 2, bidirectional=True, seed=2)
+    calls = [(rng.standard_normal((6, 3, 4)).astype(np.float32),
+              rng.standard_normal((4, 3, 5)).astype(np.float32),
+              rng.standard_normal((4, 3, 5)).astype(np.float32)) for _ in range(3)]
+    calls.append(calls[0])
+    outs = [lstm.forward(*c) for c in calls]
+    for (x, h0, c0), (y, (hn, cn)) in zip(calls, outs, strict=True):
+        ry, rhn, rcn = ref.forward(as_problem(lstm, x, h0, c0))
+        np.testing.assert_allclose(y, ry, **TOL)
+        np.testing.assert_allclose(hn, rhn.reshape(hn.shape), **TOL)
+        np.testing.assert_allclose(cn, rcn.reshape(cn.shape), **TOL)
+    np.testing.assert_array_equal(outs[0][0], outs[3][0])
+    assert not np.shares_memory(outs[0][0], outs[3][0])
+    # a new geometry (no h0, another length) rebuilds the struct
+    x = calls[1][0][:4]
+    np.testing.assert_allclose(lstm.forward(x)[0], ref.forward(as_problem(lstm, x))[0], **TOL)
+
+
+def test_reused_struct_bytes_equal_a_fresh_build(rng):
+    lstm = bl.LSTM(4, 5, 1, seed=2)
+    x = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    arrays = (x, None, None, np.empty((6, 3, 5), np.float32), np.empty((1, 1, 3, 5), np.float32),
+              np.empty((1, 1, 3, 5), np.float32))
+    fresh = bytes(lstm._params(3, 6, arrays, reuse=True))     # builds, and keeps the bytes
+    other = (x.copy(),) + arrays[1:]
+    lstm._params(3, 6, other, reuse=True)                     # reuses, other pointers
+    assert bytes(lstm._params(3, 6, arrays, reuse=True)) == fresh
+    assert bytes(lstm._params(3, 6, arrays, reuse=False)) == fresh
+
+
 @pytest.mark.parametrize("peephole", [None, "diagonal", "full"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_matches_reference(rng, peephole, bidirectional):

@@ -198,18 +198,20 @@ def test_backward_needs_a_training_forward(rng):
 @pytest.mark.parametrize("peephole", [None, "diagonal", "full"])
 def test_backward_shapes_and_grads_keys(rng, peephole):
     lstm = bl.LSTM(3, 4, 2, bidirectional=True, peephole=peephole, seed=1)
-    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
-    y, (hn, cn) = lstm.forward(x, training=True)
-    dx, dh0, dc0 = lstm.backward(np.ones_like(y), np.ones_like(hn))
-    assert dx.shape == x.shape and dh0.shape == hn.shape and dc0.shape == cn.shape
-    assert set(lstm.grads) == set(lstm.params)
-    assert all(lstm.grads[k].shape == lstm.params[k].shape for k in lstm.params)
-    # the gradients match the float64 reference on the same weights
-    p = as_problem(lstm, x)
-    want = ref.backward(p, np.ones(y.shape), np.ones((2, 2, 2, 4)), None)
-    np.testing.assert_allclose(dx, want["x"], rtol=2e-4, atol=5e-5)
-    np.testing.assert_allclose(lstm.grads["w_h_forget_l1_reverse"], want["wh"][1][1, 1],
-                               rtol=2e-4, atol=5e-5)
+    # The second step runs on the structs reused from the first (new data and gate pointers).
+    for scale in (1.0, -0.5):
+        x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+        y, (hn, cn) = lstm.forward(x, training=True)
+        dx, dh0, dc0 = lstm.backward(np.full_like(y, scale), np.ones_like(hn))
+        assert dx.shape == x.shape and dh0.shape == hn.shape and dc0.shape == cn.shape
+        assert set(lstm.grads) == set(lstm.params)
+        assert all(lstm.grads[k].shape == lstm.params[k].shape for k in lstm.params)
+        # the gradients match the float64 reference on the same weights
+        p = as_problem(lstm, x)
+        want = ref.backward(p, np.full(y.shape, scale), np.ones((2, 2, 2, 4)), None)
+        np.testing.assert_allclose(dx, want["x"], rtol=2e-4, atol=5e-5)
+        np.testing.assert_allclose(lstm.grads["w_h_forget_l1_reverse"], want["wh"][1][1, 1],
+                                   rtol=2e-4, atol=5e-5)
 
 
 def test_reverse_time_gradients(rng):

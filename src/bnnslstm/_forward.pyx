@@ -251,8 +251,8 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
                     bl_helper *helper, bint pack_first, float *tmp, float *yout, float *pre,
                     float *cell) noexcept nogil:
     """Steps of one direction for batch rows [n0, n1), which depend on no other row; helper:
-    shares the panels of each product (NULL: none); pack_first: the first step packs W_h
-    (which has rows then) as it multiplies by it."""
+    shares the panels of each product (NULL: none); pack_first: the first step (the caller
+    checked that it has active rows) packs W_h into w.whp as it multiplies by it."""
     cdef int H = <int>p.H, G = 4 * H
     cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n, n_end
     cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL

@@ -60,7 +60,7 @@ cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const 
 cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,
                               size_t lda, const float *w, size_t ldw, float beta, float *c,
                               size_t ldc, float *buf) noexcept nogil:
-    """pgemm with W ([gates*H x k], row stride ldw) as it lies, packed block by block into buf
+    """pgemm with W ([gates*H x k], row stride ldw) as it lies, packed chunk by chunk into buf
     (2 * direct_floats(k) floats: one half per thread) as the rows pass."""
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, beta != 0)
     job.W, job.ldw = w, ldw
@@ -71,7 +71,7 @@ cdef inline void pgemm_packing(bl_helper *helper, int m, int gates, int H, int k
                                const float *a, size_t lda, const float *w, size_t ldw,
                                float *wp, float *c, size_t ldc) noexcept nogil:
     """C += A @ W^T, packing W ([gates*H x k], row stride ldw) into wp (as pack_gates does)
-    block by block as the product passes it: the first step of a time loop reads W once for
+    chunk by chunk as the product passes it: the first step of a time loop reads W once for
     both. Results are those of pack_gates then pgemm."""
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, 1)
     job.W, job.ldw, job.keep = w, ldw, wp

@@ -55,10 +55,22 @@ _DATA_OFFSETS = _data_offsets()
 _GATE_DATA_OFFSETS = _gate_data_offsets()
 
 
-def _set_pointers(raw: bytearray, offsets: Sequence[int], arrays: Sequence) -> None:
-    for offset, a in zip(offsets, arrays, strict=True):
+def _geometry(arrays: Sequence) -> tuple:
+    """What a reused struct must share with the call that built it: shapes and strides."""
+    return tuple(None if a is None else (a.shape, a.strides) for a in arrays)
+
+
+def _rebind(last: tuple, arrays: Sequence, grads: dict) -> LayerParametersLSTM:
+    """An earlier call's struct (last: geometry, bytes, gate slots) with its data pointers
+    moved to arrays (x, h0, c0, y, h_n, c_n order) and each gate slot (offset, key, byte
+    offset in grads[key]) moved into grads."""
+    raw = bytearray(last[1])
+    for offset, a in zip(_DATA_OFFSETS, arrays, strict=True):
         if a is not None:
             struct.pack_into("P", raw, offset, a.ctypes.data)
+    for offset, key, rel in last[2]:
+        struct.pack_into("P", raw, offset, grads[key].ctypes.data + rel)
+    return LayerParametersLSTM.from_buffer(raw)
 
 
 def make_activation(spec: ActivationSpec) -> Activation:
@@ -137,7 +149,7 @@ class LSTM:
             gate.activation = self.gate_activations[g]
         self._training: dict | None = None
         self._cache_buffer: np.ndarray | None = None
-        self._last_struct: tuple | None = None    # (geometry, struct bytes): see _params
+        self._last_struct: tuple | None = None    # (geometry, bytes, ()): see _params
         self._last_delta: tuple | None = None     # (geometry, bytes, gate slots): see _delta
         # filter_params.n_threads for every call: 0 lets the library choose (the online CPUs)
         self.n_threads = 0
@@ -322,19 +334,16 @@ class LSTM:
         that call's struct bytes and replaces only the six data pointers. Such a struct does
         not keep the arrays alive; the caller does.
         """
-        geometry = (N, T) + tuple(None if a is None else (a.shape, a.strides) for a in arrays)
+        geometry = (N, T) + _geometry(arrays)
         last = self._last_struct
         if reuse and last is not None and last[0] == geometry:
-            raw = bytearray(last[1])
-            _set_pointers(raw, _DATA_OFFSETS, arrays)
-            return LayerParametersLSTM.from_buffer(raw)
+            return _rebind(last, arrays, {})
         # from_buffer_copy drops the weights' keep-alive references: the template holds them.
         p = LayerParametersLSTM.from_buffer_copy(self._template)
         p.batch_size, p.seq_len = N, T
-        p.input_descriptor = self._data_descriptor(*arrays[:3])
-        p.output_descriptor = self._data_descriptor(*arrays[3:])
+        self._point_data(p, arrays)
         if reuse:
-            self._last_struct = (geometry, bytes(p))
+            self._last_struct = (geometry, bytes(p), ())
         return p
 
     def _delta(self, arrays: tuple, grads: dict) -> LayerParametersLSTM:
@@ -343,17 +352,12 @@ class LSTM:
         Reused as _params reuses the forward's (~180 us of Python per call otherwise): the
         gate pointers are kept as offsets into the arrays of grads, which are new every call.
         """
-        geometry = tuple(None if a is None else (a.shape, a.strides) for a in arrays)
+        geometry = _geometry(arrays)
         last = self._last_delta
         if last is not None and last[0] == geometry:
-            raw = bytearray(last[1])
-            _set_pointers(raw, _DATA_OFFSETS, arrays)
-            for offset, key, rel in last[2]:
-                struct.pack_into("P", raw, offset, grads[key].ctypes.data + rel)
-            return LayerParametersLSTM.from_buffer(raw)
+            return _rebind(last, arrays, grads)
         delta = LayerParametersLSTM()
-        delta.input_descriptor = self._data_descriptor(*arrays[:3])
-        delta.output_descriptor = self._data_descriptor(*arrays[3:])
+        self._point_data(delta, arrays)
         self._set_gates(delta, grads)
         raw = bytes(delta)
         slots = []
@@ -367,6 +371,11 @@ class LSTM:
                 return delta
         self._last_delta = (geometry, raw, tuple(slots))
         return delta
+
+    def _point_data(self, p: LayerParametersLSTM, arrays: Sequence) -> None:
+        """p's input and output descriptors at arrays (x, h0, c0, y, h_n, c_n order)."""
+        p.input_descriptor = self._data_descriptor(*arrays[:3])
+        p.output_descriptor = self._data_descriptor(*arrays[3:])
 
     def _data_descriptor(self, seq: np.ndarray, h: np.ndarray | None,
                          c: np.ndarray | None) -> LSTMDataDescriptor:

@@ -1,7 +1,8 @@
 """The packed GEMM (_pgemm.h) on its own: every register-block shape and edge the kernels can
 meet (row tails 1 to 7, partial panels, k not a multiple of 16, gates split between threads),
 against float64 numpy, and nothing written outside C[:m, :n]; its direct form (W packed block
-by block as the rows pass) against the same and bit for bit against the packed form."""
+by block as the rows pass) and its reversed panel order (alternate time steps) against the same
+and bit for bit against the packed form."""
 import itertools
 
 import numpy as np
@@ -43,6 +44,19 @@ def test_direct_is_the_packed_product_bit_for_bit(rng, m):
         assert np.array_equal(packed, direct, equal_nan=True)
 
 
+@pytest.mark.parametrize("m", [1, 2, 3, 8, 23])
+@pytest.mark.parametrize(("gates", "transposed"), [(1, False), (4, False), (1, True)])
+def test_reversed_panel_order_is_bit_identical(rng, m, gates, transposed):
+    # the time loops visit the panels last to first on every other step
+    for H, k, helper in itertools.product((17, 100), (5, 33), (False, True)):
+        a, w, c, want = case(rng, m, gates * H, k, transposed)
+        forward, backward = c.copy(), c.copy()
+        _pgemm(a, w, forward, gates, transposed, helper)
+        _pgemm(a, w, backward, gates, transposed, helper, rev=True)
+        assert np.array_equal(forward, backward, equal_nan=True)
+        np.testing.assert_allclose(backward[:, :gates * H], want, rtol=1e-5, atol=1e-5 * k)
+
+
 @pytest.mark.parametrize("m", [1, 4, 9, 64])
 def test_transposed_matches_float64(rng, m):
     for n, k in itertools.product([1, 16, 17, 40], [1, 16, 64, 130]):
@@ -69,3 +83,5 @@ def test_bad_shapes_are_refused(rng):
         _pgemm(a, w, c, 3, False, False)         # 8 rows are not 3 gates
     with pytest.raises(ValueError, match="shapes"):
         _pgemm(np.ascontiguousarray(a[:, :4]), w, c, 1, False, False)  # k mismatch
+    with pytest.raises(ValueError, match="shapes"):
+        _pgemm(a, w[:6], c, 3, False, False, True, True)   # no reversed direct form

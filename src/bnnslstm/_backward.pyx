@@ -261,7 +261,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
                     b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
             k = k2
         # dh_prev = dA W_h (rows of inactive samples keep their gradient)
-        pgemm(NULL, <int>nt, 1, H, G, dA_t, G, b.whtp, 0.0, b.dh, H)
+        pgemm(NULL, <int>nt, 1, H, G, dA_t, G, b.whtp, 0.0, b.dh, H, step & 1)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
     weight_gradients(p, gr, b, l, d, xin, ldx, in_w, cell)

@@ -44,17 +44,18 @@ def _helper_calls() -> int:
     return bl_helper_calls
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
-           bint helper, bint direct=False) -> None:
+           bint helper, bint direct=False, bint rev=False) -> None:
     """C[:, :n] += A @ W^T (W [gates*H x k]) or, transposed, A @ W (W [k x n], one gate),
     through pack + pgemm exactly as the kernels call them (tests); direct: through
-    pgemm_direct (W packed block by block as the rows pass)."""
+    pgemm_direct (W packed block by block as the rows pass); rev: pgemm visiting the panels
+    last to first."""
     cdef int m = a.shape[0], k = a.shape[1]
     cdef int n = w.shape[1] if transposed else w.shape[0]
     cdef int H = n // gates
     cdef bl_helper h
     cdef bl_helper *hp = NULL
     if n % gates or (w.shape[0] if transposed else w.shape[1]) != k or c.shape[0] != m \
-            or c.shape[1] < n or (transposed and (gates != 1 or direct)):
+            or c.shape[1] < n or (transposed and (gates != 1 or direct)) or (rev and direct):
         raise ValueError("shapes do not match")
     store = np.empty(max(gates * packed_size(H, k), 2 * direct_floats(k)) + 16, np.float32)
     cdef float[::1] buf = store
@@ -70,7 +71,7 @@ def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint tr
                 pack_panels_t(n, k, &w[0, 0], w.shape[1], wp)
             else:
                 pack_gates(hp, gates, H, k, &w[0, 0], w.shape[1], wp)
-            pgemm(hp, m, gates, H, k, &a[0, 0], k, wp, 1.0, &c[0, 0], c.shape[1])
+            pgemm(hp, m, gates, H, k, &a[0, 0], k, wp, 1.0, &c[0, 0], c.shape[1], rev)
         if hp != NULL:
             helper_stop(&h)
 
@@ -270,7 +271,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
                               w.w.wh_cur, w.w.ldwh, w.whp, g + n0 * G, G)
             else:
                 pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0,
-                      g + n0 * G, G)
+                      g + n0 * G, G, step & 1)
             if w.w.wc_cur != NULL:
                 peephole_gemms(p, w, helper, n0, n_end, g)
             gates_ifg_rows(p, w, n0, n_end, g, pre_t)

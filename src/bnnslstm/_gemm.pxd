@@ -16,6 +16,7 @@ cdef extern from "_helper.h" nogil:
 
 cdef extern from "_pgemm.h" nogil:
     ctypedef struct bl_pgemm_job:
+        int rev
         const float *W
         size_t ldw
         float *buf[2]
@@ -50,11 +51,14 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
 
 cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const float *a,
-                       size_t lda, const float *wp, float beta, float *c,
-                       size_t ldc) noexcept nogil:
+                       size_t lda, const float *wp, float beta, float *c, size_t ldc,
+                       bint rev=False) noexcept nogil:
     """C[m x gates*H] = A[m x k] @ W^T + beta * C (beta 0 or 1), row-major, W packed by
-    pack_gates; a running helper (NULL: none) takes half of the panels."""
+    pack_gates; a running helper (NULL: none) takes half of the panels. rev: visit the panels
+    last to first, for a time loop to alternate (each step then starts on the panels the
+    previous step left in L2; results do not depend on the order)."""
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc, beta != 0)
+    job.rev = rev
     run_parts(helper, pgemm_task, &job)
 
 cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,

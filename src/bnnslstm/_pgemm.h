@@ -241,13 +241,13 @@ static inline size_t bl_direct_floats(int k)
 BL_CLONES
 static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
                             const float *Wp, int p0, int p1, float *C, size_t ldc,
-                            const float *W, size_t ldw, float *buf, int keep, int add)
+                            const float *W, size_t ldw, float *buf, int keep, int add, int rev)
 {
     const int per = bl_block_panels(wide, m);
     const int chunk = W != NULL ? bl_direct_panels(k) : p1 - p0;
     const int group = W != NULL ? bl_direct_rows(k) : m;
     for (int c0 = p0; c0 < p1; c0 += chunk) {
-        int c1 = c0 + chunk < p1 ? c0 + chunk : p1;
+        int c1 = c0 + chunk < p1 ? c0 + chunk : p1, nb = (c1 - c0 + per - 1) / per;
         const float *panels = Wp + (size_t)c0 * k * BL_PANEL;
         if (W != NULL) {
             int left = n - c0 * BL_PANEL;
@@ -258,14 +258,14 @@ static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_
         }
         for (int i = 0; i < m; i += group) {
             int rows = m - i < group ? m - i : group;
-            for (int p = c0; p < c1;) {
+            for (int b = 0; b < nb; b++) {       /* rev: the blocks last to first */
+                int p = c0 + (rev ? nb - 1 - b : b) * per;
                 int nv = per < c1 - p ? per : c1 - p;
                 int left = n - p * BL_PANEL;
                 int cols = left < nv * BL_PANEL ? left : nv * BL_PANEL;
                 bl_pgemm_cols(wide, nv, rows, k, A + (size_t)i * lda, lda,
                               panels + (size_t)(p - c0) * k * BL_PANEL,
                               C + (size_t)i * ldc + p * BL_PANEL, ldc, cols, add);
-                p += nv;
             }
         }
     }
@@ -309,7 +309,7 @@ static void bl_pack_task(void *job, int part)
  * part 1. W NULL: from the panels Wp; else the direct form from W (row stride ldw), part i
  * packing its blocks into buf[i], or with keep into the panels `keep` (the layout of Wp). */
 typedef struct {
-    int m, H, k, gates, split, add;
+    int m, H, k, gates, split, add, rev;
     size_t lda, ldc;
     const float *A, *Wp;
     float *C;
@@ -322,13 +322,15 @@ typedef struct {
 static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1, float *buf)
 {
     const int P = bl_gate_panels(j->H), wide = bl_pgemm_wide();
-    for (int g = i0 / P; g < j->gates && g * P < i1; g++) {
+    const int g0 = i0 / P, g1 = (i1 + P - 1) / P < j->gates ? (i1 + P - 1) / P : j->gates;
+    for (int gi = g0; gi < g1; gi++) {
+        int g = j->rev ? g0 + g1 - 1 - gi : gi;
         int p0 = i0 > g * P ? i0 - g * P : 0, p1 = i1 < (g + 1) * P ? i1 - g * P : P;
         const size_t gate = g * bl_packed_size(j->H, j->k);
         bl_pgemm_panels(wide, j->m, j->H, j->k, j->A, j->lda, j->W ? NULL : j->Wp + gate, p0,
                         p1, j->C + (size_t)g * j->H, j->ldc,
                         j->W ? j->W + (size_t)g * j->H * j->ldw : NULL, j->ldw,
-                        j->keep ? j->keep + gate : buf, j->keep != NULL, j->add);
+                        j->keep ? j->keep + gate : buf, j->keep != NULL, j->add, j->rev);
     }
 }
 
@@ -345,8 +347,8 @@ static inline bl_pgemm_job bl_pgemm_job_make(int m, int gates, int H, int k, con
                                              size_t lda, const float *Wp, float *C, size_t ldc,
                                              int add)
 {
-    bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, add, lda, ldc, A, Wp, C,
-                      NULL, 0, {NULL, NULL}, NULL};
+    bl_pgemm_job j = {m, H, k, gates, gates * bl_gate_panels(H) / 2, add, 0, lda, ldc, A, Wp,
+                      C, NULL, 0, {NULL, NULL}, NULL};
     return j;
 }
 

@@ -257,6 +257,7 @@ def test_stacked_weights_are_used_in_place(rng):
 
 HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
+from bnnslstm._backward import _helper_loops
 from bnnslstm._forward import _helper_calls
 rng = np.random.default_rng(0)
 # unidirectional: the panels (1 row) or batch rows (21) are split; bidirectional: the two
@@ -274,7 +275,8 @@ for bidir, layers, n, lengths in cases:
     assert _helper_calls() == before + 1, "the helper thread did not run"
     for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
         assert np.array_equal(a, b)
-# training: the split forward must keep the same cache, hence the same gradients
+# training: the split forward must keep the same cache, and the backward's time loops split
+# in batch rows (one per layer and direction) must give the same gradients
 x = rng.standard_normal((9, 21, 40)).astype(np.float32)
 for bidir in (False, True):
     dy = rng.standard_normal((9, 21, (1 + bidir) * 168)).astype(np.float32)
@@ -283,7 +285,9 @@ for bidir in (False, True):
         lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
         lstm.n_threads = threads
         y, _ = lstm.forward(x, lengths=[9] * 10 + [4] * 11, training=True)
+        before = _helper_loops()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+        assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)
     for a, b in zip(*outs, strict=True):
         assert np.array_equal(a, b)
 print("ok")
@@ -294,8 +298,9 @@ def test_helper_thread_is_bit_identical():
     # With n_threads=2 a second thread packs half of the weights and computes half of the
     # panels of every product (H = 168: 11 panels per gate, so the output peephole's one-gate
     # product is split inside the gate), or half of the batch rows, or the other direction;
-    # every output must equal the one-thread result bit for bit. In a fresh process, so that
-    # the helper counter sees only this script.
+    # every output must equal the one-thread result bit for bit; so must the gradients of a
+    # backward whose time loops split the batch rows. In a fresh process, so that the helper
+    # counters see only this script.
     import subprocess
     import sys
 

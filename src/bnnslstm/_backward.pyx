@@ -13,14 +13,19 @@ from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, f
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
-from bnnslstm._gemm cimport gemm_rm, pack_panels_t, packed_size, pgemm
+from bnnslstm._forward cimport use_helper
+from bnnslstm._gemm cimport (
+    SPLIT_MIN_ROWS, bl_helper, gemm_rm, helper_start, helper_stop, pack_panels_t, packed_size,
+    pgemm, run_parts,
+)
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
     set_error,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
-    Weights, load_weights, scatter_matrix, scatter_vector, weights_place, weights_regions,
+    Weights, any_full_peephole, load_weights, scatter_matrix, scatter_vector, weights_place,
+    weights_regions,
 )
 
 cdef extern from "_cellgrad.h" nogil:
@@ -30,6 +35,18 @@ cdef extern from "_cellgrad.h" nogil:
                                               float *da_o, float *dc)
     void grad_cell_row "bl_grad_cell_row"(size_t H, const float *val, const float *der,
                                           const float *cprev, float *dc, float *da)
+
+cdef extern from *:
+    """
+    #include <stdatomic.h>
+    static atomic_ulong bl_backward_helper_loops;   /* time loops split in two (tests) */
+    """
+    void count_helper_loop "atomic_fetch_add"(void *counter, unsigned long n) nogil
+    unsigned long bl_backward_helper_loops
+
+def _helper_loops() -> int:
+    """How many backward time loops so far ran on two threads (lets tests see that it ran)."""
+    return bl_backward_helper_loops
 
 cdef struct BWork:
     Weights w
@@ -91,10 +108,11 @@ cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept no
 # ---------------------------------------------------------------------------------------------
 # the elementwise pass, one step: from dL/dh and dL/dc to dA and the chains to the previous step
 
-cdef void output_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *pre,
+cdef void output_rows(const LSTMPlan *p, BWork *b, size_t n0, size_t n1, const float *pre,
                       const float *cell, const float *dy, size_t ldy,
                       float *dA) noexcept nogil:
-    """Gate values/derivatives, da_o, and dc += dh * o * act_h'(c) (+ diagonal o-peephole)."""
+    """Rows [n0, n1): gate values/derivatives, da_o, and dc += dh * o * act_h'(c) (+ diagonal
+    o-peephole)."""
     cdef size_t H = p.H, G = 4 * H, n, j
     cdef int k
     cdef float *val
@@ -102,7 +120,7 @@ cdef void output_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *pre,
     cdef float *da
     cdef float *dc
     cdef const float *pd = b.w.pdiag + 3 * H
-    for n in range(nt):
+    for n in range(n0, n1):
         val, der, da, dc = b.val + n * G, b.der + n * G, dA + n * G, b.dc + n * H
         for k in range(NGATES):
             activation_grad_row(p.gate[k].act.function, p.gate[k].act.alpha,
@@ -116,9 +134,9 @@ cdef void output_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *pre,
             for j in range(H):
                 dc[j] += pd[j] * da[3 * H + j]
 
-cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *cprev,
+cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t n0, size_t n1, const float *cprev,
                     float *dA) noexcept nogil:
-    """da_i, da_f, da_g and dc_prev = dc * f (+ diagonal i/f/g peepholes)."""
+    """Rows [n0, n1): da_i, da_f, da_g and dc_prev = dc * f (+ diagonal i/f/g peepholes)."""
     cdef size_t H = p.H, G = 4 * H, n, j
     cdef int k
     cdef float *val
@@ -126,7 +144,7 @@ cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *cprev,
     cdef float *da
     cdef float *dc
     cdef const float *cp
-    for n in range(nt):
+    for n in range(n0, n1):
         val, der, da, dc, cp = b.val + n * G, b.der + n * G, dA + n * G, b.dc + n * H, \
             cprev + n * H
         grad_cell_row(H, val, der, cp, dc, da)
@@ -135,12 +153,14 @@ cdef void cell_rows(const LSTMPlan *p, BWork *b, size_t nt, const float *cprev,
                 for j in range(H):
                     dc[j] += b.w.pdiag[k * H + j] * da[k * H + j]
 
-cdef void previous_states(const LSTMPlan *p, BWork *b, size_t l, size_t d, size_t t,
-                          size_t nt, const float *y, const float *cell) noexcept nogil:
-    """h and c before step t of each active sample (processing order), zeros for the others."""
+cdef void previous_states(const LSTMPlan *p, BWork *b, size_t d, size_t t, size_t n0,
+                          size_t n1, size_t nt, const float *y,
+                          const float *cell) noexcept nogil:
+    """Rows [n0, n1): h and c before step t of each active sample (processing order), zeros
+    for the others (n >= nt)."""
     cdef size_t H = p.H, N = p.N, DH = p.D * p.H, n, tp
     cdef bint has_prev
-    for n in range(N):
+    for n in range(n0, n1):
         if n >= nt:
             memset(b.hprev + (t * N + n) * H, 0, H * sizeof(float))
             memset(b.cprev + (t * N + n) * H, 0, H * sizeof(float))
@@ -225,46 +245,82 @@ cdef void weight_gradients(const LSTMPlan *p, const GradPlan *gr, BWork *b, size
 # ---------------------------------------------------------------------------------------------
 # one (layer, direction), then the whole stack
 
+cdef struct Steps:
+    # One thread's share of a direction's steps back through time: batch rows [n0, n1) of
+    # every step, which depend on no other row (split at `split` between two threads).
+    const LSTMPlan *p
+    BWork *b
+    size_t d, split
+    const float *pre
+    const float *cell
+    const float *y
+
+cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_t n1,
+                         const float *pre, const float *cell, const float *y) noexcept nogil:
+    """The recurrent chain back through time for batch rows [n0, n1): per step the gate
+    gradients dA (kept for the whole-sequence GEMMs) and dh, dc to the previous step."""
+    cdef int H = <int>p.H, G = 4 * H, k, k2
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n_end
+    cdef size_t ldc = <size_t>b.w.ldwc
+    cdef float *dA_t
+    for step in range(S):                                   # back through time
+        t = S - 1 - step if d == 0 else step
+        n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
+        dA_t = b.dA + t * N * G
+        previous_states(p, b, d, t, n0, n1, batch_at(p, t), y, cell)
+        if n_end <= n0:
+            continue
+        output_rows(p, b, n0, n_end, pre + t * N * G, cell + t * N * p.H,
+                    b.dY + t * N * DH + d * p.H, DH, dA_t)
+        if p.gate[GATE_O].peephole == PEEP_FULL:            # dc += da_o W_oc
+            gemm_rm(b'N', b'N', <int>(n_end - n0), H, H, 1.0, dA_t + n0 * G + 3 * H, G,
+                    b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc + n0 * H, H)
+        cell_rows(p, b, n0, n_end, b.cprev + t * N * p.H, dA_t)
+        k = 0
+        while full_peephole_run(p, &k, &k2):                # dc_prev += da_k W_kc (i, f, g)
+            gemm_rm(b'N', b'N', <int>(n_end - n0), H, (k2 - k) * H, 1.0,
+                    dA_t + n0 * G + k * H, G, b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0,
+                    b.dc + n0 * H, H)
+            k = k2
+        # dh_prev = dA W_h (rows of inactive samples keep their gradient); the panel order
+        # alternates as in the forward
+        pgemm(NULL, <int>(n_end - n0), 1, H, G, dA_t + n0 * G, G, b.whtp, 0.0, b.dh + n0 * H,
+              H, step & 1)
+
+cdef void steps_task(void *arg, int part) noexcept nogil:
+    cdef Steps *s = <Steps *>arg
+    backward_steps(s.p, s.b, s.d, 0 if part == 0 else s.split, s.split if part == 0 else s.p.N,
+                   s.pre, s.cell, s.y)
+
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                              BWork *b, size_t l, size_t d, const float *xin, int ldx,
                              int in_w, bint need_dx) noexcept nogil:
-    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), k, k2
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt
-    cdef const float *pre = cache_pre(p, cache, l, d)
-    cdef const float *cell = cache_cell(p, cache, l, d)
-    cdef const float *y = cache_y(p, cache, l)
-    cdef float *dA_t
-    cdef size_t ldc
+    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
+    cdef size_t N = p.N
+    cdef Steps steps
+    cdef bl_helper helper
     load_weights(p, &b.w, l, d, in_w)
     pack_panels_t(H, G, b.w.wh_cur, b.w.ldwh, b.whtp)
-    ldc = <size_t>b.w.ldwc
     load_state(&p.h0, l, d, N, p.H, b.h0)
     load_state(&p.c0, l, d, N, p.H, b.c0)
     load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
     load_state(&gr.dcn, l, d, N, p.H, b.dc)
-    for step in range(S):                                   # back through time
-        t = S - 1 - step if d == 0 else step
-        nt = batch_at(p, t)
-        dA_t = b.dA + t * N * G
-        previous_states(p, b, l, d, t, nt, y, cell)
-        if nt == 0:
-            continue
-        output_rows(p, b, nt, pre + t * N * G, cell + t * N * p.H, b.dY + t * N * DH + d * p.H,
-                    DH, dA_t)
-        if p.gate[GATE_O].peephole == PEEP_FULL:            # dc += da_o W_oc
-            gemm_rm(b'N', b'N', <int>nt, H, H, 1.0, dA_t + 3 * H, G,
-                    b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
-        cell_rows(p, b, nt, b.cprev + t * N * p.H, dA_t)
-        k = 0
-        while full_peephole_run(p, &k, &k2):                # dc_prev += da_k W_kc (i, f, g)
-            gemm_rm(b'N', b'N', <int>nt, H, (k2 - k) * H, 1.0, dA_t + k * H, G,
-                    b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0, b.dc, H)
-            k = k2
-        # dh_prev = dA W_h (rows of inactive samples keep their gradient)
-        pgemm(NULL, <int>nt, 1, H, G, dA_t, G, b.whtp, 0.0, b.dh, H, step & 1)
+    steps.p, steps.b, steps.d, steps.split = p, b, d, N // 2
+    steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
+    steps.y = cache_y(p, cache, l)
+    # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the
+    # time loop. The helper lives only for the loop: the whole-sequence GEMMs after it run on
+    # the BLAS's threads. Full peepholes call the BLAS inside the loop: they stay on one thread.
+    if use_helper(p) and N >= 2 * SPLIT_MIN_ROWS and not any_full_peephole(p) \
+            and helper_start(&helper):
+        run_parts(&helper, steps_task, &steps)
+        helper_stop(&helper)
+        count_helper_loop(&bl_backward_helper_loops, 1)
+    else:
+        backward_steps(p, b, d, 0, N, steps.pre, steps.cell, steps.y)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
-    weight_gradients(p, gr, b, l, d, xin, ldx, in_w, cell)
+    weight_gradients(p, gr, b, l, d, xin, ldx, in_w, steps.cell)
     if need_dx:        # dX (+)= dA W_x, summed over the directions
         gemm_rm(b'N', b'N', SN, in_w, G, 1.0, b.dA, G, b.w.wx_cur, b.w.ldwx,
                 0.0 if d == 0 else 1.0, b.dX, in_w)

@@ -123,9 +123,12 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
     return parties
 
 
-def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.02) -> dict:
-    """Median seconds per party; before each timed call a short pause lets the worker threads
-    of the party that ran before park, so that no party pays for another's spinning."""
+def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.125) -> dict:
+    """Median seconds per party; before each timed call a pause lets the worker threads of the
+    party that ran before park, so that no party pays for another's spinning. OpenBLAS's idle
+    workers spin for 2**28 TSC cycles (about 0.1 s at 2.6 GHz) after each threaded call: with
+    a shorter pause, a 2-thread training step of ours (its backward calls sgemm) slowed the
+    PyTorch call after it, and a forward of ours just after an sgemm took twice its time."""
     times: dict[str, list[float]] = {name: [] for name in parties}
     for _ in range(warmup):
         for fn in parties.values():

@@ -307,7 +307,8 @@ static void bl_pack_task(void *job, int part)
 /* C[m x gates*H] (+)= A[m x k] @ W^T (add: accumulate, else overwrite), as work items
  * (gate, panel) = g*P + p that two threads can share: items [0, split) are part 0, the rest
  * part 1. W NULL: from the panels Wp; else the direct form from W (row stride ldw), part i
- * packing its blocks into buf[i], or with keep into the panels `keep` (the layout of Wp). */
+ * packing its blocks into buf[i], or with keep into the panels `keep` (the layout of Wp).
+ * rev (panels only): each part visits its gates and blocks last to first. */
 typedef struct {
     int m, H, k, gates, split, add, rev;
     size_t lda, ldc;

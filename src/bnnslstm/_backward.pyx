@@ -260,14 +260,15 @@ cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_
     """The recurrent chain back through time for batch rows [n0, n1): per step the gate
     gradients dA (kept for the whole-sequence GEMMs) and dh, dc to the previous step."""
     cdef int H = <int>p.H, G = 4 * H, k, k2
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n_end
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt, n_end
     cdef size_t ldc = <size_t>b.w.ldwc
     cdef float *dA_t
     for step in range(S):                                   # back through time
         t = S - 1 - step if d == 0 else step
-        n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
+        nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
+        n_end = min(n1, nt)
         dA_t = b.dA + t * N * G
-        previous_states(p, b, d, t, n0, n1, batch_at(p, t), y, cell)
+        previous_states(p, b, d, t, n0, n1, nt, y, cell)
         if n_end <= n0:
             continue
         output_rows(p, b, n0, n_end, pre + t * N * G, cell + t * N * p.H,

@@ -36,9 +36,9 @@ cdef extern from "_pgemm.h" nogil:
     size_t direct_floats "bl_direct_floats"(int k)
 
 cdef enum:
-    # With two threads, each takes half of the batch rows of a forward time loop from this
-    # many rows each; below, the panels of each product are split (small batches are bound by
-    # streaming W_h, which the row split would stream twice).
+    # With two threads, each takes half of the batch rows of a time loop (forward or
+    # backward) from this many rows each; below, the forward splits the panels of each product
+    # (small batches are bound by streaming W_h, which the row split would stream twice).
     SPLIT_MIN_ROWS = 8
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,

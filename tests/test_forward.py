@@ -257,7 +257,7 @@ def test_stacked_weights_are_used_in_place(rng):
 
 HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
-from bnnslstm._backward import _helper_loops
+from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
 from bnnslstm._forward import _helper_calls
 rng = np.random.default_rng(0)
 # unidirectional: the panels (1 row) or batch rows (21) are split; bidirectional: the two
@@ -276,7 +276,8 @@ for bidir, layers, n, lengths in cases:
     for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
         assert np.array_equal(a, b)
 # training: the split forward must keep the same cache, and the backward's time loops split
-# in batch rows (one per layer and direction) must give the same gradients
+# in batch rows (one per layer and direction), and its products split in gates and rows on
+# the two threads (with OpenBLAS >= 0.3.27), must give the same gradients
 x = rng.standard_normal((9, 21, 40)).astype(np.float32)
 for bidir in (False, True):
     dy = rng.standard_normal((9, 21, (1 + bidir) * 168)).astype(np.float32)
@@ -285,9 +286,11 @@ for bidir in (False, True):
         lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
         lstm.n_threads = threads
         y, _ = lstm.forward(x, lengths=[9] * 10 + [4] * 11, training=True)
-        before = _helper_loops()
+        before, before_products = _helper_loops(), _helper_products()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
         assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)
+        split = threads == 2 and _blas_single_threads()
+        assert _helper_products() - before_products == (2 * (1 + bidir) if split else 0)
     for a, b in zip(*outs, strict=True):
         assert np.array_equal(a, b)
 print("ok")

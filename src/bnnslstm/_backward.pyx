@@ -10,10 +10,11 @@ dropout mask, is the dY of the layer below.
 from libc.string cimport memcpy, memset
 
 from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, ftz_leave
+from bnnslstm._blas cimport current_sgemm
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
-from bnnslstm._forward cimport use_helper
+from bnnslstm._forward cimport allowed_threads, use_helper
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, bl_helper, gemm_rm, helper_start, helper_stop, pack_panels_t, packed_size,
     pgemm, run_parts,
@@ -40,13 +41,35 @@ cdef extern from *:
     """
     #include <stdatomic.h>
     static atomic_ulong bl_backward_helper_loops;   /* time loops split in two (tests) */
+    static atomic_ulong bl_backward_helper_products;   /* products split in two (tests) */
     """
     void count_helper_loop "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops
+    unsigned long bl_backward_helper_products
+
+cdef extern from "_blasthreads.h" nogil:
+    ctypedef int (*bl_set_threads_local_fn)(int) noexcept nogil
+    ctypedef struct bl_blas_threads:
+        bl_set_threads_local_fn set_local
+        int (*get)() noexcept nogil
+    bl_blas_threads blas_threads_of "bl_blas_threads_of"(const void *sgemm_addr)
 
 def _helper_loops() -> int:
     """How many backward time loops so far ran on two threads (lets tests see that it ran)."""
     return bl_backward_helper_loops
+
+cdef enum:
+    # The products' multiply-adds from which the helper pays for its start (~50 us)
+    PRODUCTS_MIN_MACS = 1 << 22
+
+def _blas_single_threads() -> bool:
+    """Do the whole-sequence products run on one BLAS thread per part (tests)?"""
+    return blas_single_threads() != NULL
+
+def _helper_products() -> int:
+    """How many (layer, direction)s so far ran their whole-sequence products on our two
+    threads, one BLAS thread each (tests)."""
+    return bl_backward_helper_products
 
 cdef struct BWork:
     Weights w
@@ -202,45 +225,82 @@ cdef const WeightView *grad_input_view(const LSTMPlan *p, const GradGate *gg, in
     idx[0] = l
     return &gg.dwx0
 
-cdef void weight_gradients(const LSTMPlan *p, const GradPlan *gr, BWork *b, size_t l, size_t d,
-                           const float *xin, int ldx, int in_w, const float *cell) noexcept nogil:
-    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), k
+cdef struct Grads:
+    # The whole-sequence products of one (layer, direction), in two parts that depend on no
+    # other: part q takes gates [2q, 2q + 2) of every weight gradient and half of dX's rows.
+    # Always these two, one after the other when there is no helper: a BLAS sums a product's
+    # rows differently when they are cut elsewhere, so the cut must not depend on n_threads.
+    const LSTMPlan *p
+    const GradPlan *gr
+    BWork *b
+    size_t l, d
+    const float *xin
+    const float *cell
+    int ldx, in_w
+    bint need_dx
+    bl_set_threads_local_fn blas_local      # NULL: the products keep the BLAS's threads
+
+cdef void gradients_part(const Grads *g, int part) noexcept nogil:
+    """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
+    then dX (+)= dA W_x on this part's rows (summed over the directions)."""
+    cdef const LSTMPlan *p = g.p
+    cdef const GradPlan *gr = g.gr
+    cdef BWork *b = g.b
+    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), in_w = g.in_w
+    cdef int k0 = 2 * part, k1 = k0 + 2, k, g0 = k0 * H, gn = 2 * H
+    cdef int r0 = 0 if part == 0 else SN // 2, r1 = SN // 2 if part == 0 else SN
     cdef size_t idx
+    # this part's scratch rows of dW ([4H][max(in_w, H)]): no overlap with the other part's
+    cdef float *dW = b.dW + <size_t>g0 * <size_t>(in_w if in_w > H else H)
+    cdef float *dv = b.dv + g0
     cdef const GradGate *gg
     cdef const WeightView *wv
     cdef bint want_x = False, want_h = False, want_b = False
-    for k in range(NGATES):
-        wv = grad_input_view(p, &gr.gate[k], k, l, &idx)
+    for k in range(k0, k1):
+        wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
         want_x = want_x or wv.data != NULL
         want_h = want_h or gr.gate[k].dwh.data != NULL
         want_b = want_b or gr.gate[k].db.data != NULL
-    if want_x:       # dW_x = dA^T X, all four gates in one GEMM
-        gemm_rm(b'T', b'N', G, in_w, SN, 1.0, b.dA, G, xin, ldx, 0.0, b.dW, in_w)
-        for k in range(NGATES):
-            wv = grad_input_view(p, &gr.gate[k], k, l, &idx)
+    if want_x:
+        gemm_rm(b'T', b'N', gn, in_w, SN, 1.0, b.dA + g0, G, g.xin, g.ldx, 0.0, dW, in_w)
+        for k in range(k0, k1):
+            wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
             if wv.data != NULL:
-                scatter_matrix(wv, idx, d, b.dW + k * H * in_w, H, in_w)
-    if want_h:       # dW_h = dA^T H_prev
-        gemm_rm(b'T', b'N', G, H, SN, 1.0, b.dA, G, b.hprev, H, 0.0, b.dW, H)
-        for k in range(NGATES):
+                scatter_matrix(wv, idx, g.d, dW + (k - k0) * H * in_w, H, in_w)
+    if want_h:
+        gemm_rm(b'T', b'N', gn, H, SN, 1.0, b.dA + g0, G, b.hprev, H, 0.0, dW, H)
+        for k in range(k0, k1):
             if gr.gate[k].dwh.data != NULL:
-                scatter_matrix(&gr.gate[k].dwh, l, d, b.dW + k * H * H, H, H)
+                scatter_matrix(&gr.gate[k].dwh, g.l, g.d, dW + (k - k0) * H * H, H, H)
     if want_b:       # db = column sums of dA
-        column_sums(b.dA, G, NULL, 0, SN, G, b.dv)
-        for k in range(NGATES):
+        column_sums(b.dA + g0, G, NULL, 0, SN, gn, dv)
+        for k in range(k0, k1):
             if gr.gate[k].db.data != NULL:
-                scatter_vector(&gr.gate[k].db, l, d, b.dv + k * H, H)
-    for k in range(NGATES):  # peepholes: i, f, g read the old cell, o the new one
+                scatter_vector(&gr.gate[k].db, g.l, g.d, dv + (k - k0) * H, H)
+    for k in range(k0, k1):  # peepholes: i, f, g read the old cell, o the new one
         gg = &gr.gate[k]
         if gg.dwc.data == NULL:
             continue
         if p.gate[k].peephole == PEEP_FULL:
             gemm_rm(b'T', b'N', H, H, SN, 1.0, b.dA + k * H, G,
-                    cell if k == GATE_O else b.cprev, H, 0.0, b.dW, H)
-            scatter_matrix(&gg.dwc, l, d, b.dW, H, H)
+                    g.cell if k == GATE_O else b.cprev, H, 0.0, dW, H)
+            scatter_matrix(&gg.dwc, g.l, g.d, dW, H, H)
         else:
-            column_sums(b.dA + k * H, G, cell if k == GATE_O else b.cprev, H, SN, H, b.dv)
-            scatter_vector(&gg.dwc, l, d, b.dv, H)
+            column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H, SN, H, dv)
+            scatter_vector(&gg.dwc, g.l, g.d, dv, H)
+    if g.need_dx and r1 > r0:
+        gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
+                b.w.ldwx, 0.0 if g.d == 0 else 1.0, b.dX + <size_t>r0 * in_w, in_w)
+
+cdef void gradients_task(void *arg, int part) noexcept nogil:
+    cdef Grads *g = <Grads *>arg
+    cdef int prev
+    if g.blas_local == NULL:
+        gradients_part(g, part)
+        return
+    prev = g.blas_local(1)         # this thread's BLAS calls stay on this thread
+    gradients_part(g, part)
+    g.blas_local(prev)
 
 # ---------------------------------------------------------------------------------------------
 # one (layer, direction), then the whole stack
@@ -293,15 +353,26 @@ cdef void steps_task(void *arg, int part) noexcept nogil:
     backward_steps(s.p, s.b, s.d, 0 if part == 0 else s.split, s.split if part == 0 else s.p.N,
                    s.pre, s.cell, s.y)
 
+cdef bl_set_threads_local_fn blas_single_threads() noexcept nogil:
+    """OpenBLAS's per-thread thread count setter when the whole-sequence products should run
+    on one BLAS thread per part (ours share them), else NULL. Only when the BLAS would use at
+    most two threads anyway: with more it is faster on its own. It does not depend on
+    n_threads, so that neither do the results."""
+    cdef bl_blas_threads t = blas_threads_of(current_sgemm())
+    if t.set_local == NULL or t.get() > 2:
+        return NULL
+    return t.set_local
+
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                              BWork *b, size_t l, size_t d, const float *xin, int ldx,
                              int in_w, bint need_dx) noexcept nogil:
-    cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
     cdef size_t N = p.N
     cdef Steps steps
+    cdef Grads grads
     cdef bl_helper helper
+    cdef bint helper_on = False, split_loop, split_products
     load_weights(p, &b.w, l, d, in_w)
-    pack_panels_t(H, G, b.w.wh_cur, b.w.ldwh, b.whtp)
+    pack_panels_t(<int>p.H, <int>(4 * p.H), b.w.wh_cur, b.w.ldwh, b.whtp)
     load_state(&p.h0, l, d, N, p.H, b.h0)
     load_state(&p.c0, l, d, N, p.H, b.c0)
     load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
@@ -309,22 +380,34 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     steps.p, steps.b, steps.d, steps.split = p, b, d, N // 2
     steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
     steps.y = cache_y(p, cache, l)
+    grads.p, grads.gr, grads.b, grads.l, grads.d = p, gr, b, l, d
+    grads.xin, grads.cell, grads.ldx, grads.in_w = xin, steps.cell, ldx, in_w
+    grads.need_dx, grads.blas_local = need_dx, NULL
     # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the
-    # time loop. The helper lives only for the loop: the whole-sequence GEMMs after it run on
-    # the BLAS's threads. Full peepholes call the BLAS inside the loop: they stay on one thread.
-    if use_helper(p) and N >= 2 * SPLIT_MIN_ROWS and not any_full_peephole(p) \
-            and helper_start(&helper):
+    # time loop (full peepholes call the BLAS inside the loop: they stay on one thread), and
+    # half of the whole-sequence products after it, each on one BLAS thread, so that the
+    # BLAS's own workers never wake (they would spin ~0.1 s on the cores the next call needs).
+    # Without a per-thread BLAS thread count, the products run on the BLAS's threads.
+    grads.blas_local = blas_single_threads()
+    split_loop = use_helper(p) and N >= 2 * SPLIT_MIN_ROWS and not any_full_peephole(p)
+    split_products = grads.blas_local != NULL and allowed_threads(p) >= 2 \
+        and p.S * N * 4 * p.H * (2 * <size_t>in_w + p.H) >= PRODUCTS_MIN_MACS
+    if (split_loop or split_products) and helper_start(&helper):
+        helper_on = True
+    if helper_on and split_loop:
         run_parts(&helper, steps_task, &steps)
-        helper_stop(&helper)
         count_helper_loop(&bl_backward_helper_loops, 1)
     else:
         backward_steps(p, b, d, 0, N, steps.pre, steps.cell, steps.y)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
-    weight_gradients(p, gr, b, l, d, xin, ldx, in_w, steps.cell)
-    if need_dx:        # dX (+)= dA W_x, summed over the directions
-        gemm_rm(b'N', b'N', SN, in_w, G, 1.0, b.dA, G, b.w.wx_cur, b.w.ldwx,
-                0.0 if d == 0 else 1.0, b.dX, in_w)
+    if helper_on and split_products:
+        run_parts(&helper, gradients_task, &grads)
+        count_helper_loop(&bl_backward_helper_products, 1)
+    else:
+        run_parts(NULL, gradients_task, &grads)
+    if helper_on:
+        helper_stop(&helper)
 
 cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                        void *workspace) noexcept nogil:

@@ -92,10 +92,13 @@ cdef struct Workspace:
 # ---------------------------------------------------------------------------------------------
 # workspace
 
+cdef long allowed_threads(const LSTMPlan *p) noexcept nogil:
+    """Our threads for a call: n_threads, 0 = the online CPUs."""
+    return <long>p.n_threads if p.n_threads > 0 else online_cpus()
+
 cdef bint use_helper(const LSTMPlan *p) noexcept nogil:
-    """Is a second thread allowed (n_threads, 0 = the online CPUs) and worth its hand-offs?"""
-    cdef long threads = <long>p.n_threads if p.n_threads > 0 else online_cpus()
-    return threads >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS
+    """Is a second thread allowed and worth its hand-offs in the time loops?"""
+    return allowed_threads(p) >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS
 
 cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     """2 when the two directions of a bidirectional layer run at once, one per thread (each

@@ -399,15 +399,17 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         count_helper_loop(&bl_backward_helper_loops, 1)
     else:
         backward_steps(p, b, d, 0, N, steps.pre, steps.cell, steps.y)
+    if helper_on and not split_products:   # its waiting would slow the BLAS's threads
+        helper_stop(&helper)
+        helper_on = False
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
-    if helper_on and split_products:
+    if helper_on:
         run_parts(&helper, gradients_task, &grads)
+        helper_stop(&helper)
         count_helper_loop(&bl_backward_helper_products, 1)
     else:
         run_parts(NULL, gradients_task, &grads)
-    if helper_on:
-        helper_stop(&helper)
 
 cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                        void *workspace) noexcept nogil:

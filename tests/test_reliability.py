@@ -56,6 +56,47 @@ def test_concurrent_calls_on_shared_weights_are_bit_identical(n_threads):
             np.testing.assert_array_equal(a, b)
 
 
+def test_backward_restores_the_blas_thread_count():
+    # With two threads the backward makes OpenBLAS single-threaded while its whole-sequence
+    # products run (process-wide, as threadpoolctl's limits are); overlapping calls from
+    # several Python threads share one save and restore, and the count must come back.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from bnnslstm._backward import _blas_single_threads, _helper_products
+
+    def blas_threads() -> list[int]:
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["internal_api"] == "openblas"]
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 16, 64)).astype(np.float32)
+    dy = rng.standard_normal((8, 16, 128)).astype(np.float32)
+    with threadpoolctl.threadpool_limits(2):
+        before, products = blas_threads(), _helper_products()
+        lstm = bl.LSTM(64, 128, seed=0)
+        lstm.n_threads = 1
+        want = training_step(lstm, x, dy)
+        results: list = []
+
+        def work() -> None:
+            layer = bl.LSTM(64, 128, seed=0)
+            layer.n_threads = 2
+            for _ in range(5):
+                results.append(training_step(layer, x, dy))
+
+        threads = [threading.Thread(target=work) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert blas_threads() == before
+        assert len(results) == 20
+        for got in results:
+            for a, b in zip(got, want, strict=True):
+                np.testing.assert_array_equal(a, b)
+        if _blas_single_threads():
+            assert _helper_products() - products == 20
+
+
 def test_calls_release_the_gil():
     # While one thread is inside a long call, another thread keeps running Python code.
     lstm = bl.LSTM(256, 256, seed=0)

@@ -48,11 +48,8 @@ cdef extern from *:
     unsigned long bl_backward_helper_products
 
 cdef extern from "_blasthreads.h" nogil:
-    ctypedef int (*bl_set_threads_local_fn)(int) noexcept nogil
-    ctypedef struct bl_blas_threads:
-        bl_set_threads_local_fn set_local
-        int (*get)() noexcept nogil
-    bl_blas_threads blas_threads_of "bl_blas_threads_of"(const void *sgemm_addr)
+    bint blas_single_enter "bl_blas_single_enter"(const void *sgemm_addr)
+    void blas_single_leave "bl_blas_single_leave"()
 
 def _helper_loops() -> int:
     """How many backward time loops so far ran on two threads (lets tests see that it ran)."""
@@ -63,12 +60,15 @@ cdef enum:
     PRODUCTS_MIN_MACS = 1 << 22
 
 def _blas_single_threads() -> bool:
-    """Do the whole-sequence products run on one BLAS thread per part (tests)?"""
-    return blas_single_threads() != NULL
+    """Would the whole-sequence products run on a single-threaded BLAS (tests)?"""
+    cdef bint entered = blas_single_enter(current_sgemm())
+    if entered:
+        blas_single_leave()
+    return entered
 
 def _helper_products() -> int:
     """How many (layer, direction)s so far ran their whole-sequence products on our two
-    threads, one BLAS thread each (tests)."""
+    threads, the BLAS single-threaded (tests)."""
     return bl_backward_helper_products
 
 cdef struct BWork:
@@ -230,6 +230,7 @@ cdef struct Grads:
     # other: part q takes gates [2q, 2q + 2) of every weight gradient and half of dX's rows.
     # Always these two, one after the other when there is no helper: a BLAS sums a product's
     # rows differently when they are cut elsewhere, so the cut must not depend on n_threads.
+    # When OpenBLAS is made single-threaded for them, it is whatever n_threads is, likewise.
     const LSTMPlan *p
     const GradPlan *gr
     BWork *b
@@ -238,7 +239,6 @@ cdef struct Grads:
     const float *cell
     int ldx, in_w
     bint need_dx
-    bl_set_threads_local_fn blas_local      # NULL: the products keep the BLAS's threads
 
 cdef void gradients_part(const Grads *g, int part) noexcept nogil:
     """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
@@ -293,14 +293,7 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
                 b.w.ldwx, 0.0 if g.d == 0 else 1.0, b.dX + <size_t>r0 * in_w, in_w)
 
 cdef void gradients_task(void *arg, int part) noexcept nogil:
-    cdef Grads *g = <Grads *>arg
-    cdef int prev
-    if g.blas_local == NULL:
-        gradients_part(g, part)
-        return
-    prev = g.blas_local(1)         # this thread's BLAS calls stay on this thread
-    gradients_part(g, part)
-    g.blas_local(prev)
+    gradients_part(<Grads *>arg, part)
 
 # ---------------------------------------------------------------------------------------------
 # one (layer, direction), then the whole stack
@@ -353,16 +346,6 @@ cdef void steps_task(void *arg, int part) noexcept nogil:
     backward_steps(s.p, s.b, s.d, 0 if part == 0 else s.split, s.split if part == 0 else s.p.N,
                    s.pre, s.cell, s.y)
 
-cdef bl_set_threads_local_fn blas_single_threads() noexcept nogil:
-    """OpenBLAS's per-thread thread count setter when the whole-sequence products should run
-    on one BLAS thread per part (ours share them), else NULL. Only when the BLAS would use at
-    most two threads anyway: with more it is faster on its own. It does not depend on
-    n_threads, so that neither do the results."""
-    cdef bl_blas_threads t = blas_threads_of(current_sgemm())
-    if t.set_local == NULL or t.get() > 2:
-        return NULL
-    return t.set_local
-
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                              BWork *b, size_t l, size_t d, const float *xin, int ldx,
                              int in_w, bint need_dx) noexcept nogil:
@@ -370,7 +353,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     cdef Steps steps
     cdef Grads grads
     cdef bl_helper helper
-    cdef bint helper_on = False, split_loop, split_products
+    cdef bint helper_on = False, split_loop, split_products, single
     load_weights(p, &b.w, l, d, in_w)
     pack_panels_t(<int>p.H, <int>(4 * p.H), b.w.wh_cur, b.w.ldwh, b.whtp)
     load_state(&p.h0, l, d, N, p.H, b.h0)
@@ -382,34 +365,38 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     steps.y = cache_y(p, cache, l)
     grads.p, grads.gr, grads.b, grads.l, grads.d = p, gr, b, l, d
     grads.xin, grads.cell, grads.ldx, grads.in_w = xin, steps.cell, ldx, in_w
-    grads.need_dx, grads.blas_local = need_dx, NULL
+    grads.need_dx = need_dx
     # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the
     # time loop (full peepholes call the BLAS inside the loop: they stay on one thread), and
-    # half of the whole-sequence products after it, each on one BLAS thread, so that the
-    # BLAS's own workers never wake (they would spin ~0.1 s on the cores the next call needs).
-    # Without a per-thread BLAS thread count, the products run on the BLAS's threads.
-    grads.blas_local = blas_single_threads()
+    # half of the whole-sequence products after it with OpenBLAS single-threaded, so that its
+    # own workers never wake (they would spin ~0.1 s on the cores the next call needs).
+    # Otherwise the products run on the BLAS's threads, and the helper must not wait beside
+    # them.
     split_loop = use_helper(p) and N >= 2 * SPLIT_MIN_ROWS and not any_full_peephole(p)
-    split_products = grads.blas_local != NULL and allowed_threads(p) >= 2 \
-        and p.S * N * 4 * p.H * (2 * <size_t>in_w + p.H) >= PRODUCTS_MIN_MACS
-    if (split_loop or split_products) and helper_start(&helper):
+    if split_loop and helper_start(&helper):
         helper_on = True
-    if helper_on and split_loop:
         run_parts(&helper, steps_task, &steps)
         count_helper_loop(&bl_backward_helper_loops, 1)
     else:
         backward_steps(p, b, d, 0, N, steps.pre, steps.cell, steps.y)
-    if helper_on and not split_products:   # its waiting would slow the BLAS's threads
-        helper_stop(&helper)
-        helper_on = False
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
+    single = blas_single_enter(current_sgemm())
+    split_products = single and allowed_threads(p) >= 2 \
+        and p.S * N * 4 * p.H * (2 * <size_t>in_w + p.H) >= PRODUCTS_MIN_MACS
+    if helper_on and not split_products:
+        helper_stop(&helper)
+        helper_on = False
+    elif split_products and not helper_on:
+        helper_on = helper_start(&helper)
     if helper_on:
         run_parts(&helper, gradients_task, &grads)
         helper_stop(&helper)
         count_helper_loop(&bl_backward_helper_products, 1)
     else:
         run_parts(NULL, gradients_task, &grads)
+    if single:
+        blas_single_leave()
 
 cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                        void *workspace) noexcept nogil:

@@ -277,7 +277,7 @@ for bidir, layers, n, lengths in cases:
         assert np.array_equal(a, b)
 # training: the split forward must keep the same cache, and the backward's time loops split
 # in batch rows (one per layer and direction), and its products split in gates and rows on
-# the two threads (with OpenBLAS >= 0.3.27), must give the same gradients
+# the two threads (OpenBLAS at 2 threads or fewer), must give the same gradients
 x = rng.standard_normal((9, 21, 40)).astype(np.float32)
 for bidir in (False, True):
     dy = rng.standard_normal((9, 21, (1 + bidir) * 168)).astype(np.float32)

@@ -1,7 +1,8 @@
-/* A second thread for one forward call or one backward time loop (DESIGN step 7, the issue's
- * "split the 4H output rows across threads"): work is cut into two parts (the panels of W of
- * a product, bl_pgemm_task, or the batch rows of a time loop), the calling thread runs part 0
- * while the helper runs part 1. Each output element is computed by the same code in the same
+/* A second thread for one forward call or one backward (layer, direction) (DESIGN step 7, the
+ * issue's "split the 4H output rows across threads"): work is cut into two parts (the panels
+ * of W of a product, bl_pgemm_task, the batch rows of a time loop, or the gates and rows of
+ * the backward's whole-sequence products), the calling thread runs part 0 while the helper
+ * runs part 1. Each output element is computed by the same code in the same
  * order either way, so results are bit-identical to one thread.
  *
  * Hand-off per task: the caller publishes it and bumps `epoch` (release); the helper, spinning

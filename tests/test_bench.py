@@ -28,6 +28,22 @@ def test_bench_cli_runs(tmp_path):
     assert {r["mode"] for r in rows} == {"forward", "train"}
     assert all(r["ms"]["bnnslstm"] > 0 for r in rows)
     assert "onnxruntime" in rows[0]["ratio"]
+    for r in rows:      # the ceiling is the ratio with ours at the FMA peak
+        assert r["fma_peak_gflops"] > 0
+        assert r["ceiling"].keys() == r["ratio"].keys()
+        for peer, ratio in r["ratio"].items():
+            assert r["ceiling"][peer] == pytest.approx(ratio / r["fma_fraction"])
+
+
+def test_fma_probe_counts_its_flops():
+    from bnnslstm._peak import fma_flops
+
+    per_iteration = fma_flops(1)            # 12 vector FMAs of 4, 8 or 16 floats
+    assert per_iteration in (12 * 2 * 4, 12 * 2 * 8, 12 * 2 * 16)
+    assert fma_flops(1000) == 1000 * per_iteration
+    assert fma_flops(0) == 0
+    with pytest.raises(ValueError):
+        fma_flops(-1)
 
 
 def test_bench_compares_blas_back_ends(tmp_path):

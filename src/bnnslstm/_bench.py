@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,39 @@ def sgemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> float:
         sgemm(1.0, a, a)
         times.append(time.perf_counter() - t0)
     return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+def fma_peak(threads: int, iters: int = 20_000_000, repeats: int = 5) -> float:
+    """GFLOP/s of the cores' float32 multiply-adds alone (bnnslstm._peak), `threads` threads
+    at once. No party's kernel can beat it, so peer time / (our flops / this peak) bounds the
+    ratio peer/ours that any kernel could reach on this machine."""
+    from bnnslstm._peak import fma_flops
+
+    fma_flops(iters // 10)
+    return statistics.median(concurrent_rate(fma_flops, threads, iters)
+                             for _ in range(repeats))
+
+
+def concurrent_rate(fn: Callable[[int], int], threads: int, arg: int) -> float:
+    """G per second of fn(arg) (returning a count, releasing the GIL) run by `threads` threads
+    started together."""
+    import threading
+
+    start = threading.Barrier(threads + 1)
+    done = [0] * threads
+
+    def run(i: int) -> None:
+        start.wait()
+        done[i] = fn(arg)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    start.wait()
+    t0 = time.perf_counter()
+    for w in workers:
+        w.join()
+    return sum(done) / (time.perf_counter() - t0) / 1e9
 
 
 def blas_info() -> dict:
@@ -159,6 +193,8 @@ def child(args: argparse.Namespace) -> None:
             pass
     for threads in [int(t) for t in args.threads.split(",")]:
         with threadpool_limits(limits=threads):
+            time.sleep(0.25)           # no party's workers may still spin beside the probe
+            fma = fma_peak(threads)
             peak = sgemm_peak(threads)
             for mode, s in runs:
                 med = time_interleaved(make_parties(s, peers, threads, rng, mode, backends),
@@ -167,11 +203,14 @@ def child(args: argparse.Namespace) -> None:
                 flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
                 gflops = flops / med[base] / 1e9
                 row = {"mode": mode, "shape": s["name"], "threads": threads,
-                       "sgemm_peak_gflops": peak,
+                       "sgemm_peak_gflops": peak, "fma_peak_gflops": fma,
                        "ms": {k: v * 1e3 for k, v in med.items()}, "gflops": gflops,
-                       "peak_fraction": gflops / peak,
+                       "peak_fraction": gflops / peak, "fma_fraction": gflops / fma,
                        "base": base,
-                       "ratio": {k: v / med[base] for k, v in med.items() if k != base}}
+                       "ratio": {k: v / med[base] for k, v in med.items() if k != base},
+                       # the ratio if ours ran at the FMA peak: no kernel can go past it
+                       "ceiling": {k: v * fma * 1e9 / flops for k, v in med.items()
+                                   if k != base}}
                 result["rows"].append(row)
                 print(format_row(row), file=sys.stderr, flush=True)
     print(json.dumps(result))
@@ -181,7 +220,12 @@ def format_row(r: dict) -> str:
     ms = " ".join(f"{k}={v:8.3f}ms" for k, v in r["ms"].items())
     ratio = " ".join(f"{k}/{r['base']}={v:5.2f}" for k, v in r["ratio"].items())
     return (f"{r['mode']:7s} {r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
-            f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f})  {ratio}")
+            f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f}, "
+            f"{100 * r['fma_fraction']:4.1f}% of FMA {r['fma_peak_gflops']:.0f})  {ratio}")
+
+
+def geomean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
 
 
 def markdown(results: list[dict]) -> str:
@@ -198,19 +242,25 @@ def markdown(results: list[dict]) -> str:
         base = rows[0].get("base", "bnnslstm")
         ours = "first" if base != "bnnslstm" else "ours"
         out.append(f"| shape | threads | {base} ms | " + " | ".join(f"{p} ms" for p in peers)
-                   + " | GFLOP/s | % sgemm peak | "
-                   + " | ".join(f"{p}/{ours}" for p in peers) + " |")
-        out.append("|" + "---|" * (5 + 2 * len(peers)))
+                   + " | GFLOP/s | % sgemm peak | % FMA peak | "
+                   + " | ".join(f"{p}/{ours}" for p in peers) + " | "
+                   + " | ".join(f"{p}/{ours} ceiling" for p in peers) + " |")
+        out.append("|" + "---|" * (6 + 3 * len(peers)))
         for r in rows:
             out.append(f"| {r['shape']} | {r['threads']} | {r['ms'][base]:.3f} | "
                        + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
                        + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
-                       + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " |")
+                       + f"{100 * r['fma_fraction']:.0f}% | "
+                       + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " | "
+                       + " | ".join(f"{r['ceiling'][p]:.2f}" for p in peers) + " |")
         for p in peers:
             for t in sorted({r["threads"] for r in rows}):
-                vals = [r["ratio"][p] for r in rows if r["threads"] == t]
-                geo = float(np.exp(np.mean(np.log(vals))))
-                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**")
+                at_t = [r for r in rows if r["threads"] == t]
+                geo = geomean([r["ratio"][p] for r in at_t])
+                cap = geomean([r["ceiling"][p] for r in at_t])
+                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}** "
+                           f"(ceiling {cap:.2f}: {ours} at the FMA peak "
+                           f"{at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)")
     return "\n".join(out)
 
 

@@ -33,6 +33,13 @@ def test_bench_cli_runs(tmp_path):
         assert r["ceiling"].keys() == r["ratio"].keys()
         for peer, ratio in r["ratio"].items():
             assert r["ceiling"][peer] == pytest.approx(ratio / r["fma_fraction"])
+    saturation = json.loads(out.read_text())[0]["saturation"]      # a default mode
+    assert {(r["mode"], r["party"]) for r in saturation} == {
+        ("saturation-forward", "bnnslstm"), ("saturation-forward", "onnxruntime"),
+        ("saturation-train", "bnnslstm")}
+    for r in saturation:
+        assert r["cliff"] == pytest.approx(r["ms_saturated"] / r["ms"])
+    assert "### Saturated gates" in proc.stdout
 
 
 def test_fma_probe_counts_its_flops():

@@ -1,12 +1,13 @@
 """``python -m bnnslstm bench``: bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM.
 
     python -m bnnslstm bench [--threads 1,2] [--peers torch,onnxruntime] [--shapes FILE]
-                             [--modes forward,train] [--env both] [--json OUT] [--plot OUT.png]
-                             [--memory]
+                             [--modes forward,train,saturation] [--env both] [--json OUT]
+                             [--plot OUT.png] [--memory]
 
 'forward' times inference on every shape against both peers; 'train' times a training step
 (forward with the training cache, then backward with dL/dx and every weight gradient) on the
-'training' shapes against PyTorch autograd (ONNX Runtime has no backward).
+'training' shapes against PyTorch autograd (ONNX Runtime has no backward); 'saturation'
+times both on the first training shape with the input as given and with saturated gates.
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
 each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
@@ -31,6 +32,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+
+from bnnslstm._saturation import saturation_markdown, saturation_rows
 
 SHAPES = Path(__file__).resolve().parent / "bench_shapes.json"   # DeepBench + one stacked
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -102,16 +105,17 @@ def blas_info() -> dict:
 
 
 def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator,
-                 mode: str, backends: list[str] | None = None) -> dict:
+                 mode: str, backends: list[str] | None = None, x_scale: float = 1.0) -> dict:
     """name -> zero-argument callable running one forward pass (mode 'forward') or one
-    forward+backward pass (mode 'train') on the same weights and x."""
+    forward+backward pass (mode 'train') on the same weights and x (standard normal, times
+    x_scale)."""
     import bnnslstm as bl
     from bnnslstm._peers import onnx_lstm_model, onnx_tensors, ort_session
 
     D = 2 if s["bidir"] else 1
     layers = [onnx_tensors(rng, s["I"] if k == 0 else D * s["H"], s["H"], s["bidir"])
               for k in range(s["L"])]
-    x = rng.standard_normal((s["T"], s["B"], s["I"])).astype(np.float32)
+    x = (rng.standard_normal((s["T"], s["B"], s["I"])) * x_scale).astype(np.float32)
     ours = bl.LSTM(s["I"], s["H"], s["L"], bidirectional=s["bidir"])
     for k, layer in enumerate(layers):   # copy ONNX weights layer by layer (gate order iofc)
         one = bl.LSTM.from_onnx(layer["W"], layer["R"], layer["B"], direction=layer["direction"])
@@ -182,10 +186,13 @@ def child(args: argparse.Namespace) -> None:
     shapes = json.loads(Path(args.shapes).read_text())["shapes"]
     peers = [p for p in args.peers.split(",") if p]
     backends = [b for b in args.blas.split(",") if b] if args.blas else None
-    runs = [(mode, s) for mode in args.modes.split(",") for s in shapes
-            if mode == "forward" or s["kind"] == "training"]
+    modes = args.modes.split(",")
+    runs = [(mode, s) for mode in modes for s in shapes
+            if mode == "forward" or (mode == "train" and s["kind"] == "training")]
+    saturated = next((s for s in shapes if s["kind"] == "training"), shapes[0])
     result = {"env": args.env, "blas": blas_info(),
-              "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": []}
+              "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": [],
+              "saturation": []}
     rng = np.random.default_rng(0)
     import bnnslstm as bl
     for name in backends or []:       # load them now: threadpoolctl limits loaded libraries only
@@ -213,6 +220,11 @@ def child(args: argparse.Namespace) -> None:
                                    if k != base}}
                 result["rows"].append(row)
                 print(format_row(row), file=sys.stderr, flush=True)
+            if "saturation" in modes and not backends:
+                for row in saturation_rows(saturated, peers, threads, args.repeats):
+                    result["saturation"].append(row)
+                    print(f"{row['mode']} t={threads} {row['party']}: {row['ms']:.3f} -> "
+                          f"{row['ms_saturated']:.3f} ms", file=sys.stderr, flush=True)
     print(json.dumps(result))
 
 
@@ -261,6 +273,7 @@ def markdown(results: list[dict]) -> str:
                 out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}** "
                            f"(ceiling {cap:.2f}: {ours} at the FMA peak "
                            f"{at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)")
+    out += [saturation_markdown(res) for res in results]
     return "\n".join(out)
 
 
@@ -338,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--peers", default="onnxruntime,torch")
     ap.add_argument("--shapes", default=str(SHAPES), help="a shapes.json file")
-    ap.add_argument("--modes", default="forward,train",
-                    help="comma-separated: forward (inference), train (forward + backward)")
+    ap.add_argument("--modes", default="forward,train,saturation",
+                    help="comma-separated: forward (inference), train (forward + backward), "
+                    "saturation (the first training shape with saturated gates, both modes)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--env", default="both", choices=["as-given", "autodetect", "both"],
                     help="OpenBLAS core type: the environment as given, autodetect, or both")
@@ -351,8 +365,8 @@ def main(argv: list[str] | None = None) -> int:
                     "scipy,openblas32,mkl (ratios against the first)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not set(args.modes.split(",")) <= {"forward", "train"}:
-        ap.error(f"--modes: expected forward and/or train, got {args.modes!r}")
+    if not set(args.modes.split(",")) <= {"forward", "train", "saturation"}:
+        ap.error(f"--modes: expected forward, train and/or saturation, got {args.modes!r}")
     if args.child:
         child(args)
         return 0

@@ -174,6 +174,18 @@ def test_bad_input_raises_bnns_error(rng):
         bl.LSTM(3, 4, peephole="matrix")
 
 
+@pytest.mark.parametrize("value", [-1, 2.0, "2", True, None])
+def test_bad_thread_count_is_refused_and_kept_out(value):
+    # n_threads is a size_t in the struct: -1 would silently wrap to "every thread"
+    lstm = bl.LSTM(3, 4)
+    lstm.n_threads = 2
+    with pytest.raises(bl.BNNSError, match="n_threads"):
+        lstm.n_threads = value
+    assert lstm.n_threads == 2
+    lstm.n_threads = np.int64(1)
+    assert lstm.n_threads == 1 and type(lstm.n_threads) is int
+
+
 def test_float64_and_noncontiguous_input_are_converted(rng):
     lstm = bl.LSTM(3, 4, seed=8)
     x = rng.standard_normal((5, 2, 6))[..., ::2]

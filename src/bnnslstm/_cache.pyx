@@ -70,6 +70,7 @@ cdef int cache_layout(const LSTMPlan *p, Cache *c) noexcept nogil:
 cdef size_t cache_capacity(const LSTMPlan *p) noexcept nogil:
     cdef Cache c
     cdef size_t n
+    c.end = 0                   # set by cache_layout unless it fails (gcc cannot tell)
     if cache_layout(p, &c) or add_ovf(c.end, ALIGN, &n):
         return 0
     return n

@@ -151,9 +151,23 @@ class LSTM:
         self._cache_buffer: np.ndarray | None = None
         self._last_struct: tuple | None = None    # (geometry, bytes, ()): see _params
         self._last_delta: tuple | None = None     # (geometry, bytes, gate slots): see _delta
-        # filter_params.n_threads for every call: 0 lets the library choose (the online CPUs)
-        self.n_threads = 0
+        self._n_threads = 0
         self._calls = 0
+
+    @property
+    def n_threads(self) -> int:
+        """filter_params.n_threads for every call: 0 lets the library choose (the online
+        CPUs), 1 is single-threaded."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, value: int) -> None:
+        # Checked here: the struct field is a size_t, where -1 would wrap to "all threads".
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise BNNSError(f"n_threads must be an integer, not {value!r}")
+        if value < 0:
+            raise BNNSError(f"n_threads must be 0 (automatic) or more, not {value}")
+        self._n_threads = int(value)
 
     # -- parameters ------------------------------------------------------------------------
     def _shapes(self) -> dict[str, tuple]:

@@ -40,6 +40,14 @@ def test_bench_cli_runs(tmp_path):
     for r in saturation:
         assert r["cliff"] == pytest.approx(r["ms_saturated"] / r["ms"])
     assert "### Saturated gates" in proc.stdout
+    seqlen = json.loads(out.read_text())[0]["seqlen"]      # a default mode too
+    assert [r["party"] for r in seqlen] == ["bnnslstm", "onnxruntime"]
+    for r in seqlen:    # a line through T = 1 and T = 8 * 3: cost per call + T * cost per step
+        ms = {int(T): v for T, v in r["ms"].items()}
+        assert sorted(ms) == [1, 3, 24] and all(v > 0 for v in ms.values())
+        assert r["per_step_us"] == pytest.approx((ms[24] - ms[1]) / 23 * 1e3)
+        assert r["per_call_us"] + r["per_step_us"] == pytest.approx(ms[1] * 1e3)
+    assert "### Per call and per step" in proc.stdout
 
 
 def test_fma_probe_counts_its_flops():

@@ -1,13 +1,16 @@
 """``python -m bnnslstm bench``: bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM.
 
     python -m bnnslstm bench [--threads 1,2] [--peers torch,onnxruntime] [--shapes FILE]
-                             [--modes forward,train,saturation] [--env both] [--json OUT]
+                             [--modes forward,train,saturation,seqlen] [--env both]
+                             [--json OUT]
                              [--plot OUT.png] [--memory]
 
 'forward' times inference on every shape against both peers; 'train' times a training step
 (forward with the training cache, then backward with dL/dx and every weight gradient) on the
 'training' shapes against PyTorch autograd (ONNX Runtime has no backward); 'saturation'
-times both on the first training shape with the input as given and with saturated gates.
+times both on the first training shape with the input as given and with saturated gates;
+'seqlen' times the first inference shape at three sequence lengths and splits each party's
+forward into a cost per call and a cost per time step.
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
 each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
@@ -34,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from bnnslstm._saturation import saturation_markdown, saturation_rows
+from bnnslstm._seqlen import seqlen_markdown, seqlen_rows
 
 SHAPES = Path(__file__).resolve().parent / "bench_shapes.json"   # DeepBench + one stacked
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
@@ -190,9 +194,10 @@ def child(args: argparse.Namespace) -> None:
     runs = [(mode, s) for mode in modes for s in shapes
             if mode == "forward" or (mode == "train" and s["kind"] == "training")]
     saturated = next((s for s in shapes if s["kind"] == "training"), shapes[0])
+    inference = next((s for s in shapes if s["kind"] == "inference"), shapes[0])
     result = {"env": args.env, "blas": blas_info(),
               "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "rows": [],
-              "saturation": []}
+              "saturation": [], "seqlen": []}
     rng = np.random.default_rng(0)
     import bnnslstm as bl
     for name in backends or []:       # load them now: threadpoolctl limits loaded libraries only
@@ -225,6 +230,12 @@ def child(args: argparse.Namespace) -> None:
                     result["saturation"].append(row)
                     print(f"{row['mode']} t={threads} {row['party']}: {row['ms']:.3f} -> "
                           f"{row['ms_saturated']:.3f} ms", file=sys.stderr, flush=True)
+            if "seqlen" in modes and not backends:
+                for row in seqlen_rows(inference, peers, threads, args.repeats):
+                    result["seqlen"].append(row)
+                    print(f"seqlen t={threads} {row['party']}: {row['per_call_us']:.0f} us per "
+                          f"call, {row['per_step_us']:.1f} us per step", file=sys.stderr,
+                          flush=True)
     print(json.dumps(result))
 
 
@@ -253,27 +264,29 @@ def markdown(results: list[dict]) -> str:
         peers = sorted({k for r in rows for k in r["ratio"]})
         base = rows[0].get("base", "bnnslstm")
         ours = "first" if base != "bnnslstm" else "ours"
+        caps = peers if ours == "ours" else []    # back ends: one kernel, no ceiling
         out.append(f"| shape | threads | {base} ms | " + " | ".join(f"{p} ms" for p in peers)
                    + " | GFLOP/s | % sgemm peak | % FMA peak | "
-                   + " | ".join(f"{p}/{ours}" for p in peers) + " | "
-                   + " | ".join(f"{p}/{ours} ceiling" for p in peers) + " |")
-        out.append("|" + "---|" * (6 + 3 * len(peers)))
+                   + "".join(f"{p}/{ours} | " for p in peers)
+                   + "".join(f"{p}/{ours} ceiling | " for p in caps).rstrip())
+        out.append("|" + "---|" * (6 + 2 * len(peers) + len(caps)))
         for r in rows:
             out.append(f"| {r['shape']} | {r['threads']} | {r['ms'][base]:.3f} | "
                        + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
                        + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
                        + f"{100 * r['fma_fraction']:.0f}% | "
-                       + " | ".join(f"{r['ratio'][p]:.2f}" for p in peers) + " | "
-                       + " | ".join(f"{r['ceiling'][p]:.2f}" for p in peers) + " |")
+                       + "".join(f"{r['ratio'][p]:.2f} | " for p in peers)
+                       + "".join(f"{r['ceiling'][p]:.2f} | " for p in caps).rstrip())
         for p in peers:
             for t in sorted({r["threads"] for r in rows}):
                 at_t = [r for r in rows if r["threads"] == t]
                 geo = geomean([r["ratio"][p] for r in at_t])
                 cap = geomean([r["ceiling"][p] for r in at_t])
-                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}** "
-                           f"(ceiling {cap:.2f}: {ours} at the FMA peak "
-                           f"{at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)")
+                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**"
+                           + (f" (ceiling {cap:.2f}: {ours} at the FMA peak "
+                              f"{at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)" if caps else ""))
     out += [saturation_markdown(res) for res in results]
+    out += [seqlen_markdown(res) for res in results]
     return "\n".join(out)
 
 
@@ -351,9 +364,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--peers", default="onnxruntime,torch")
     ap.add_argument("--shapes", default=str(SHAPES), help="a shapes.json file")
-    ap.add_argument("--modes", default="forward,train,saturation",
+    ap.add_argument("--modes", default="forward,train,saturation,seqlen",
                     help="comma-separated: forward (inference), train (forward + backward), "
-                    "saturation (the first training shape with saturated gates, both modes)")
+                    "saturation (the first training shape with saturated gates, both modes), "
+                    "seqlen (the first inference shape at three lengths: per call, per step)")
     ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--env", default="both", choices=["as-given", "autodetect", "both"],
                     help="OpenBLAS core type: the environment as given, autodetect, or both")
@@ -365,8 +379,9 @@ def main(argv: list[str] | None = None) -> int:
                     "scipy,openblas32,mkl (ratios against the first)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not set(args.modes.split(",")) <= {"forward", "train", "saturation"}:
-        ap.error(f"--modes: expected forward, train and/or saturation, got {args.modes!r}")
+    if not set(args.modes.split(",")) <= {"forward", "train", "saturation", "seqlen"}:
+        ap.error(f"--modes: expected forward, train, saturation and/or seqlen, got "
+                 f"{args.modes!r}")
     if args.child:
         child(args)
         return 0

@@ -265,18 +265,18 @@ def markdown(results: list[dict]) -> str:
         base = rows[0].get("base", "bnnslstm")
         ours = "first" if base != "bnnslstm" else "ours"
         caps = peers if ours == "ours" else []    # back ends: one kernel, no ceiling
-        out.append(f"| shape | threads | {base} ms | " + " | ".join(f"{p} ms" for p in peers)
-                   + " | GFLOP/s | % sgemm peak | % FMA peak | "
-                   + "".join(f"{p}/{ours} | " for p in peers)
-                   + "".join(f"{p}/{ours} ceiling | " for p in caps).rstrip())
+        out.append((f"| shape | threads | {base} ms | " + " | ".join(f"{p} ms" for p in peers)
+                    + " | GFLOP/s | % sgemm peak | % FMA peak | "
+                    + "".join(f"{p}/{ours} | " for p in peers)
+                    + "".join(f"{p}/{ours} ceiling | " for p in caps)).rstrip())
         out.append("|" + "---|" * (6 + 2 * len(peers) + len(caps)))
         for r in rows:
-            out.append(f"| {r['shape']} | {r['threads']} | {r['ms'][base]:.3f} | "
-                       + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
-                       + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
-                       + f"{100 * r['fma_fraction']:.0f}% | "
-                       + "".join(f"{r['ratio'][p]:.2f} | " for p in peers)
-                       + "".join(f"{r['ceiling'][p]:.2f} | " for p in caps).rstrip())
+            out.append((f"| {r['shape']} | {r['threads']} | {r['ms'][base]:.3f} | "
+                        + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
+                        + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
+                        + f"{100 * r['fma_fraction']:.0f}% | "
+                        + "".join(f"{r['ratio'][p]:.2f} | " for p in peers)
+                        + "".join(f"{r['ceiling'][p]:.2f} | " for p in caps)).rstrip())
         for p in peers:
             for t in sorted({r["threads"] for r in rows}):
                 at_t = [r for r in rows if r["threads"] == t]

@@ -174,7 +174,7 @@ def test_bad_input_raises_bnns_error(rng):
         bl.LSTM(3, 4, peephole="matrix")
 
 
-@pytest.mark.parametrize("value", [-1, 2.0, "2", True, None])
+@pytest.mark.parametrize("value", [-1, 2**64, 2.0, "2", True, None])
 def test_bad_thread_count_is_refused_and_kept_out(value):
     # n_threads is a size_t in the struct: -1 would silently wrap to "every thread"
     lstm = bl.LSTM(3, 4)

@@ -165,8 +165,9 @@ class LSTM:
         # Checked here: the struct field is a size_t, where -1 would wrap to "all threads".
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
             raise BNNSError(f"n_threads must be an integer, not {value!r}")
-        if value < 0:
-            raise BNNSError(f"n_threads must be 0 (automatic) or more, not {value}")
+        if not 0 <= value < 2**64:
+            raise BNNSError(f"n_threads must be 0 (automatic) or more and fit a size_t, not "
+                            f"{value}")
         self._n_threads = int(value)
 
     # -- parameters ------------------------------------------------------------------------

@@ -2,8 +2,7 @@
 
     python -m bnnslstm bench [--threads 1,2] [--peers torch,onnxruntime] [--shapes FILE]
                              [--modes forward,train,saturation,seqlen] [--env both]
-                             [--json OUT]
-                             [--plot OUT.png] [--memory]
+                             [--json OUT] [--plot OUT.png] [--memory]
 
 'forward' times inference on every shape against both peers; 'train' times a training step
 (forward with the training cache, then backward with dL/dx and every weight gradient) on the
@@ -281,10 +280,9 @@ def markdown(results: list[dict]) -> str:
             for t in sorted({r["threads"] for r in rows}):
                 at_t = [r for r in rows if r["threads"] == t]
                 geo = geomean([r["ratio"][p] for r in at_t])
-                cap = geomean([r["ceiling"][p] for r in at_t])
-                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**"
-                           + (f" (ceiling {cap:.2f}: {ours} at the FMA peak "
-                              f"{at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)" if caps else ""))
+                cap = (f" (ceiling {geomean([r['ceiling'][p] for r in at_t]):.2f}: {ours} at "
+                       f"the FMA peak {at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)" if caps else "")
+                out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**{cap}")
     out += [saturation_markdown(res) for res in results]
     out += [seqlen_markdown(res) for res in results]
     return "\n".join(out)

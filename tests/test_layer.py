@@ -226,6 +226,36 @@ def test_backward_shapes_and_grads_keys(rng, peephole):
                                    rtol=2e-4, atol=5e-5)
 
 
+@pytest.mark.parametrize("peephole, bias, lengths",
+                         [(None, True, None), ("diagonal", False, [5, 2]), ("full", True, [3, 5])])
+def test_every_output_element_is_written(rng, monkeypatch, peephole, bias, lengths):
+    # The layer allocates its outputs and gradients with np.empty: the kernel must set every
+    # element. With np.empty poisoned (NaN), the results must equal those of a clean run.
+    lstm = bl.LSTM(3, 4, 2, bidirectional=True, bias=bias, peephole=peephole, seed=1)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    dy = rng.standard_normal((5, 2, 8)).astype(np.float32)
+
+    def step() -> list[np.ndarray]:
+        y, (hn, cn) = lstm.forward(x, lengths=lengths, training=True)
+        outs = [y, hn, cn, *lstm.backward(dy)]
+        return [a.copy() for a in outs] + [lstm.grads[k].copy() for k in sorted(lstm.grads)]
+
+    clean = step()
+    empty = np.empty
+    made: list[tuple] = []
+
+    def poisoned(*args, **kwargs):
+        out = empty(*args, **kwargs)
+        made.append(out.shape)
+        out.fill(np.nan if out.dtype.kind == "f" else 0xFF)
+        return out
+
+    monkeypatch.setattr(np, "empty", poisoned)
+    for a, b in zip(step(), clean, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert set(lstm._shapes().values()) <= set(made)    # the gradients' storage was poisoned
+
+
 def test_reverse_time_gradients(rng):
     # ONNX direction="reverse" on x is the forward direction on each sample's reversed prefix.
     W = rng.uniform(-0.5, 0.5, (1, 16, 3)).astype(np.float32)

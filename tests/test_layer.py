@@ -252,6 +252,7 @@ def test_every_output_element_is_written(rng, monkeypatch, peephole, bias, lengt
 
     monkeypatch.setattr(np, "empty", poisoned)
     for a, b in zip(step(), clean, strict=True):
+        assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)
     assert set(lstm._shapes().values()) <= set(made)    # the gradients' storage was poisoned
 

@@ -2,7 +2,8 @@
 """The forward pass (spec 3.5) over a validated plan, the fast way (DESIGN.md steps 2 to 9).
 
 Per (layer, direction): the four gates' weights as one [4H x in] and one [4H x H] block; one
-GEMM projects every time step's input at once; then the time loop does one recurrent GEMM per
+GEMM projects every time step's input at once (or, when those gates would not stay in cache,
+the time loop projects a few steps at a time); then the time loop does one recurrent GEMM per
 step and one fused elementwise pass. With a training cache (D6, D10) the pass also keeps the
 gate pre-activations, cell states and layer outputs, and applies dropout between layers.
 No allocation happens in here: everything lives in the workspace or the cache.
@@ -12,6 +13,7 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from bnnslstm._activations cimport activation_row, bl_fpstate, ftz_enter, ftz_leave
+from bnnslstm.bnns cimport BNNSActivationFunctionSigmoid, BNNSActivationFunctionTanh
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
@@ -20,28 +22,51 @@ from bnnslstm._gemm cimport (
     pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing, run_parts,
 )
 from bnnslstm._plan cimport (
-    GATE_O, PEEP_DIAG, PEEP_FULL, GatePlan, batch_at, full_peephole_run, set_error,
+    GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
+    set_error,
 )
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, weights_place, weights_regions,
 )
 
+cdef extern from "_cell.h" nogil:
+    void cell_default_rows "bl_cell_default_rows"(size_t rows, size_t H, const float *g,
+                                                   const float *bias, float *c, float *h,
+                                                   float *pre)
+
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128)
     HELPER_MIN_WEIGHTS = 4 * 128 * 128
+    # The projection of all steps at once writes S*N*4H gates: from this size on they no
+    # longer stay in L3 for the time loop, which then projects a few steps at a time into a
+    # gate buffer that stays in L2 (db_train_h256_b64_t150's forward: 5-7% faster at 1
+    # thread, 3% at 2) ...
+    PROJ_CHUNK_MIN_BYTES = 16 << 20
+    # ... if W_x and W_h, which every chunk then streams, stay in cache together (with larger
+    # weights, as at H = 1024, streaming W_x once per chunk cost 3%) ...
+    PROJ_CHUNK_MAX_WEIGHT_BYTES = 4 << 20
+    # ... each chunk reading about this much of x (1 to 2 steps at N = 64; 64 KiB to 1 MiB
+    # measured within 2%)
+    PROJ_CHUNK_X_BYTES = 128 << 10
 
 cdef extern from *:
     """
     #include <stdatomic.h>
     static atomic_ulong bl_helper_calls;   /* forward calls that ran the helper (tests) */
+    static atomic_ulong bl_projection_chunks;  /* chunks the time loops projected (tests) */
     """
-    void count_helper_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
+    void count_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_helper_calls
+    unsigned long bl_projection_chunks
 
 def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
     return bl_helper_calls
+
+def _projection_chunks() -> int:
+    """How many input projection chunks the time loops made so far (tests)."""
+    return bl_projection_chunks
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
            bint helper, bint direct=False, bint rev=False) -> None:
@@ -81,6 +106,7 @@ cdef struct Workspace:
     float *whp      # W_h, W_c of the current (layer, direction) packed for pgemm
     float *wcp
     float *wxbuf    # [2][direct_floats(in)] W_x packed block by block (pgemm_direct)
+    float *wxp      # W_x packed whole, when the projection goes in chunks (else unused)
     float *gates    # [S][N][4H] pre-activations, then activations
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
@@ -105,12 +131,30 @@ cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     with its own packed weights, gates and state), else 1."""
     return 2 if p.D == 2 and use_helper(p) else 1
 
+cdef bint chunked_projection(const LSTMPlan *p) noexcept nogil:
+    """Does the time loop project the input in chunks (see PROJ_CHUNK_MIN_BYTES)?"""
+    cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
+    return p.S * p.N * 4 * p.H * sizeof(float) >= PROJ_CHUNK_MIN_BYTES \
+        and 4 * p.H * (in_max + p.H) * sizeof(float) <= PROJ_CHUNK_MAX_WEIGHT_BYTES
+
+cdef size_t projection_steps(const LSTMPlan *p, size_t in_w) noexcept nogil:
+    """Steps per input projection (DESIGN step 3): all S, or a chunk of them."""
+    if not chunked_projection(p):
+        return p.S
+    return max(1, PROJ_CHUNK_X_BYTES // max(1, in_w * sizeof(float) * p.N))
+
+cdef size_t gate_steps(const LSTMPlan *p) noexcept nogil:
+    """Steps whose gates the workspace holds at once: the longest projection chunk."""
+    if not chunked_projection(p):
+        return p.S
+    return min(p.S, projection_steps(p, min(p.In, p.W1) if p.L > 1 else p.In))   # narrowest x
+
 cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           size_t *nfloats) noexcept nogil:
     """Place the regions of w[0 .. direction_lanes(p)) at `base` (may be NULL: sizes only):
     the lanes share x's rows and the layer outputs. Fails when the size in floats or in
     bytes overflows."""
-    cdef size_t o[15]
+    cdef size_t o[16]
     cdef size_t off = 0, SN = p.S * p.N, nbytes
     cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
     cdef int lane, ldx
@@ -125,9 +169,11 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                 or region(&off, 4, packed_size(<int>p.H, <int>p.H), 1, &o[13]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0,
                           1, &o[14]) \
-                or region(&off, SN, 4 * p.H, 1, &o[5]) \
+                or region(&off, gate_steps(p) * p.N, 4 * p.H, 1, &o[5]) \
                 or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
-                or region(&off, 2, p.H, 1, &o[11]):
+                or region(&off, 2, p.H, 1, &o[11]) \
+                or region(&off, 4, packed_size(<int>p.H, <int>in_max)
+                          if chunked_projection(p) else 0, 1, &o[15]):
             return set_error(b"workspace size overflows size_t")
         if base != NULL:
             weights_place(&w[lane].w, base, o)
@@ -143,6 +189,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
             w[lane].wxbuf = base + o[12]
             w[lane].whp = base + o[13]
             w[lane].wcp = base + o[14]
+            w[lane].wxp = base + o[15]
     if mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"workspace size overflows size_t")
     nfloats[0] = off
@@ -229,6 +276,15 @@ cdef void gate_o_rows(const LSTMPlan *p, Workspace *w, size_t n0, size_t n1, flo
         for j in range(H):
             h[j] = go[j] * tmp[j]
 
+cdef bint default_cell(const LSTMPlan *p) noexcept nogil:
+    """Sigmoid i, f, o, tanh g and hidden, no peepholes: the one-sweep pass of _cell.h."""
+    cdef int k
+    for k in range(4):
+        if p.gate[k].peephole != PEEP_NONE or p.gate[k].act.function != (
+                BNNSActivationFunctionTanh if k == GATE_G else BNNSActivationFunctionSigmoid):
+            return False
+    return p.hidden_act.function == BNNSActivationFunctionTanh
+
 cdef void peephole_gemms(const LSTMPlan *p, Workspace *w, bl_helper *helper, size_t n0,
                          size_t n1, float *g) noexcept nogil:
     """Full peepholes of i, f, g, rows [n0, n1): gates += c_old @ W_c^T, one GEMM per run of
@@ -247,41 +303,83 @@ cdef struct Rows:
     const LSTMPlan *p
     Workspace *w
     size_t d, split
+    const Projection *x
     float *yout
     float *pre
     float *cell
 
+cdef struct Projection:
+    # The input projection g = x W_x^T (DESIGN step 3), made by the time loop `steps` steps at
+    # a time (steps 0: the caller made it for all steps beforehand).
+    const float *x
+    int ldx, in_w
+    size_t steps
+    bint packed     # W_x is in w.wxp already (else the first chunk packs it)
+
+cdef void project(const LSTMPlan *p, Workspace *w, bl_helper *helper, const Projection *x,
+                  size_t t0, size_t t1, size_t n0, size_t n1, bint first) noexcept nogil:
+    """Gates of steps [t0, t1), batch rows [n0, n1), = their x rows @ W_x^T, into w.gates
+    from step t0 on. With first and not x.packed, W_x is packed into w.wxp as the product
+    passes it; otherwise the product uses those panels (the results are the same)."""
+    cdef int H = <int>p.H, G = 4 * H, rows = <int>(n1 - n0)
+    cdef size_t N = p.N, t
+    count_call(&bl_projection_chunks, 1)
+    if n1 - n0 == N:                    # all rows: the steps' rows are one block
+        rows *= <int>(t1 - t0)
+        if first and not x.packed:
+            pgemm_packing(helper, rows, 4, H, x.in_w, x.x + t0 * N * x.ldx, x.ldx, w.w.wx_cur,
+                          w.w.ldwx, w.wxp, 0.0, w.gates, G)
+        else:
+            pgemm(helper, rows, 4, H, x.in_w, x.x + t0 * N * x.ldx, x.ldx, w.wxp, 0.0,
+                  w.gates, G)
+        return
+    for t in range(t0, t1):             # one thread's rows: one block per step
+        pgemm(helper, rows, 4, H, x.in_w, x.x + (t * N + n0) * x.ldx, x.ldx, w.wxp, 0.0,
+              w.gates + ((t - t0) * N + n0) * G, G)
+
 cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
-                    bl_helper *helper, bint pack_first, float *tmp, float *yout, float *pre,
-                    float *cell) noexcept nogil:
+                    bl_helper *helper, bint pack_first, const Projection *x, float *tmp,
+                    float *yout, float *pre, float *cell) noexcept nogil:
     """Steps of one direction for batch rows [n0, n1), which depend on no other row; helper:
     shares the panels of each product (NULL: none); pack_first: the first step (the caller
-    checked that it has active rows) packs W_h into w.whp as it multiplies by it."""
+    checked that it has active rows) packs W_h into w.whp as it multiplies by it; x.steps:
+    project the input (rows [n0, n1)) in chunks of that many steps, ahead of their
+    recurrence."""
     cdef int H = <int>p.H, G = 4 * H
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, n, n_end
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, s1, t, n, n_end
+    cdef size_t tc = 0                  # the step whose gates are at w.gates (chunk start)
     cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
+    cdef bint one_sweep = default_cell(p)
     cdef float *g
     cdef float *pre_t
     cdef float *yrow
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
+        if x.steps and step % x.steps == 0:                 # g = x W_x^T, next chunk
+            s1 = min(S, step + x.steps)
+            tc = step if d == 0 else S - s1
+            project(p, w, helper, x, tc, tc + s1 - step, n0, n1, step == 0)
         n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
-        g = w.gates + t * N * G
+        g = w.gates + (t - tc) * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
         if n_end > n0:                                      # g += h W_h^T
             if pack_first and step == 0:
                 pgemm_packing(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H,
-                              w.w.wh_cur, w.w.ldwh, w.whp, g + n0 * G, G)
+                              w.w.wh_cur, w.w.ldwh, w.whp, 1.0, g + n0 * G, G)
             else:
                 pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0,
                       g + n0 * G, G, step & 1)
-            if w.w.wc_cur != NULL:
-                peephole_gemms(p, w, helper, n0, n_end, g)
-            gates_ifg_rows(p, w, n0, n_end, g, pre_t)
-            if o_full:                                      # output peephole reads the new cell
-                pgemm(helper, <int>(n_end - n0), 1, H, H, w.c + n0 * H, H,
-                      w.wcp + 3 * packed_size(H, H), 1.0, g + n0 * G + 3 * H, G)
-            gate_o_rows(p, w, n0, n_end, g, pre_t, tmp)
+            if one_sweep:                                   # the elementwise pass
+                cell_default_rows(n_end - n0, H, g + n0 * G, w.w.bias, w.c + n0 * H,
+                                  w.h + n0 * H, pre_t + n0 * G if pre_t != NULL else NULL)
+            else:
+                if w.w.wc_cur != NULL:
+                    peephole_gemms(p, w, helper, n0, n_end, g)
+                gates_ifg_rows(p, w, n0, n_end, g, pre_t)
+                if o_full:                                  # output peephole reads the new cell
+                    pgemm(helper, <int>(n_end - n0), 1, H, H, w.c + n0 * H, H,
+                          w.wcp + 3 * packed_size(H, H), 1.0, g + n0 * G + 3 * H, G)
+                gate_o_rows(p, w, n0, n_end, g, pre_t, tmp)
         yrow = yout + t * N * DH + d * p.H
         for n in range(n0, n1):             # padded positions are 0 (D5), and so is their cell:
             if n < n_end:                   # backward multiplies it by dA = 0
@@ -297,7 +395,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
 cdef void rows_task(void *arg, int part) noexcept nogil:
     cdef Rows *r = <Rows *>arg
     time_loop(r.p, r.w, r.d, 0 if part == 0 else r.split, r.split if part == 0 else r.p.N,
-              NULL, False, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
+              NULL, False, r.x, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
 
 cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, const float *xin,
                         int ldx, int in_w, float *yout, float *pre,
@@ -305,6 +403,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     """pre, cell (training): [S][N][4H] pre-activations and [S][N][H] cell states to keep."""
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
     cdef Rows rows
+    cdef Projection x
     # Both threads of a row split read all of W_h: it is packed before they start. Otherwise
     # the first step packs it, unless no sample is active then (reverse direction, D5).
     cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS
@@ -315,19 +414,27 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     if w.w.wc_cur != NULL:
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
     # DESIGN step 3: the input projection of every step in one GEMM (which reads each block
-    # of W_x once: packed as it goes, not beforehand).
-    pgemm_direct(w.helper, SN, 4, H, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G,
-                 w.wxbuf)
+    # of W_x once: packed as it goes, not beforehand), or in chunks inside the time loop.
+    x.x, x.ldx, x.in_w = xin, ldx, in_w
+    x.steps = projection_steps(p, in_w)
+    x.packed = split_rows               # both threads read all of W_x: packed before they start
+    if x.steps >= p.S:
+        x.steps = 0
+        pgemm_direct(w.helper, SN, 4, H, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G,
+                     w.wxbuf)
+    elif x.packed:
+        pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
     load_state(&p.h0, l, d, p.N, p.H, w.h)
     load_state(&p.c0, l, d, p.N, p.H, w.c)
     if split_rows:
         # Batch rows are independent: each thread runs the whole time loop on half of them,
         # with no hand-off per step. Fewer rows split the panels of each step's product.
         rows.p, rows.w, rows.d, rows.yout, rows.pre, rows.cell = p, w, d, yout, pre, cell
+        rows.x = &x
         rows.split = p.N // 2
         run_parts(w.helper, rows_task, &rows)
     else:
-        time_loop(p, w, d, 0, p.N, w.helper, pack_first, w.tmp, yout, pre, cell)
+        time_loop(p, w, d, 0, p.N, w.helper, pack_first, &x, w.tmp, yout, pre, cell)
     store_state(&p.hn, l, d, p.N, p.H, w.h, False)
     store_state(&p.cn, l, d, p.N, p.H, w.c, False)
 
@@ -369,7 +476,7 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
         second = &helper
         if not lanes:
             w[0].helper = second
-        count_helper_call(&bl_helper_calls, 1)
+        count_call(&bl_helper_calls, 1)
     fpstate = ftz_enter()
     for l in range(p.L):
         if l == 0:

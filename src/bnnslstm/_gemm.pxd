@@ -73,11 +73,11 @@ cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k,
 
 cdef inline void pgemm_packing(bl_helper *helper, int m, int gates, int H, int k,
                                const float *a, size_t lda, const float *w, size_t ldw,
-                               float *wp, float *c, size_t ldc) noexcept nogil:
-    """C += A @ W^T, packing W ([gates*H x k], row stride ldw) into wp (as pack_gates does)
-    chunk by chunk as the product passes it: the first step of a time loop reads W once for
-    both. Results are those of pack_gates then pgemm."""
-    cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, 1)
+                               float *wp, float beta, float *c, size_t ldc) noexcept nogil:
+    """C = A @ W^T + beta * C, packing W ([gates*H x k], row stride ldw) into wp (as
+    pack_gates does) chunk by chunk as the product passes it: the first step of a time loop
+    reads W once for both. Results are those of pack_gates then pgemm."""
+    cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, beta != 0)
     job.W, job.ldw, job.keep = w, ldw, wp
     run_parts(helper, pgemm_task, &job)
 

@@ -105,7 +105,8 @@ cdef struct Workspace:
     bl_helper *helper   # second thread (n_threads != 1), or NULL
     float *whp      # W_h, W_c of the current (layer, direction) packed for pgemm
     float *wcp
-    float *wxbuf    # [2][direct_floats(in)] W_x packed block by block (pgemm_direct)
+    float *wxbuf    # [2][direct_floats(max(in, H))] W_x (or, at S = 1, W_h) packed block by
+                    # block (pgemm_direct)
     float *wxp      # W_x packed whole, when the projection goes in chunks (else unused)
     float *gates    # [S][N][4H] pre-activations, then activations
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
@@ -165,8 +166,9 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
         return set_error(b"workspace size overflows size_t")
     for lane in range(direction_lanes(p)):
         if weights_regions(p, &off, o) \
-                or region(&off, 2, direct_floats(<int>in_max), 1, &o[12]) \
-                or region(&off, 4, packed_size(<int>p.H, <int>p.H), 1, &o[13]) \
+                or region(&off, 2, direct_floats(<int>max(in_max, p.H)), 1, &o[12]) \
+                or region(&off, 4, packed_size(<int>p.H, <int>p.H) if p.S > 1 else 0, 1,
+                          &o[13]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0,
                           1, &o[14]) \
                 or region(&off, gate_steps(p) * p.N, 4 * p.H, 1, &o[5]) \
@@ -363,7 +365,10 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
         g = w.gates + (t - tc) * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
         if n_end > n0:                                      # g += h W_h^T
-            if pack_first and step == 0:
+            if pack_first and S == 1:                       # no later step: no panels kept
+                pgemm_direct(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.w.wh_cur,
+                             w.w.ldwh, 1.0, g + n0 * G, G, w.wxbuf)
+            elif pack_first and step == 0:
                 pgemm_packing(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H,
                               w.w.wh_cur, w.w.ldwh, w.whp, 1.0, g + n0 * G, G)
             else:
@@ -405,11 +410,12 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     cdef Rows rows
     cdef Projection x
     # Both threads of a row split read all of W_h: it is packed before they start. Otherwise
-    # the first step packs it, unless no sample is active then (reverse direction, D5).
-    cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS
+    # the first step packs it, unless no sample is active then (reverse direction, D5). A
+    # single step (streaming inference) keeps no panels: W_h is read once, as W_x is.
+    cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS and p.S > 1
     cdef bint pack_first = not split_rows and batch_at(p, 0 if d == 0 else p.S - 1) > 0
     load_weights(p, &w.w, l, d, in_w)
-    if not pack_first:
+    if not pack_first and p.S > 1:
         pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
     if w.w.wc_cur != NULL:
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)

@@ -310,3 +310,16 @@ def test_helper_thread_is_bit_identical():
     out = subprocess.run([sys.executable, "-c", HELPER_SCRIPT], capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+@pytest.mark.parametrize("N", [1, 20])
+@pytest.mark.parametrize("bidir", [False, True])
+def test_single_step_keeps_no_panels(rng, N, bidir):
+    # S = 1 multiplies by W_h in the direct form (no packed panels kept): against the
+    # reference, and bit for bit the same with a helper thread (H = 128: it runs), which at
+    # N = 20 would otherwise split the batch rows.
+    p = random_problem(rng, I=40, H=128, N=N, L=2, S=1, bidir=bidir)
+    one = check(build(p), bl.FilterParameters(n_threads=1, flags=bl.Flags.UseClientPtr))
+    two = check(build(p), bl.FilterParameters(n_threads=2, flags=bl.Flags.UseClientPtr))
+    for a, b in zip(one, two, strict=True):
+        assert np.array_equal(a, b)

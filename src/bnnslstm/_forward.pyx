@@ -108,7 +108,7 @@ cdef struct Workspace:
     float *wxbuf    # [2][direct_floats(max(in, H))] W_x (or, at S = 1, W_h) packed block by
                     # block (pgemm_direct)
     float *wxp      # W_x packed whole, when the projection goes in chunks (else unused)
-    float *gates    # [S][N][4H] pre-activations, then activations
+    float *gates    # [gate_steps][N][4H] pre-activations (general cell pass: then activations)
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
     float *h        # [N][H]    running hidden state
@@ -132,11 +132,14 @@ cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     with its own packed weights, gates and state), else 1."""
     return 2 if p.D == 2 and use_helper(p) else 1
 
+cdef size_t widest_input(const LSTMPlan *p) noexcept nogil:
+    """The widest layer input: x's I, or D*H for layers >= 1 (D2)."""
+    return max(p.In, p.W1) if p.L > 1 else p.In
+
 cdef bint chunked_projection(const LSTMPlan *p) noexcept nogil:
     """Does the time loop project the input in chunks (see PROJ_CHUNK_MIN_BYTES)?"""
-    cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
     return p.S * p.N * 4 * p.H * sizeof(float) >= PROJ_CHUNK_MIN_BYTES \
-        and 4 * p.H * (in_max + p.H) * sizeof(float) <= PROJ_CHUNK_MAX_WEIGHT_BYTES
+        and 4 * p.H * (widest_input(p) + p.H) * sizeof(float) <= PROJ_CHUNK_MAX_WEIGHT_BYTES
 
 cdef size_t projection_steps(const LSTMPlan *p, size_t in_w) noexcept nogil:
     """Steps per input projection (DESIGN step 3): all S, or a chunk of them."""
@@ -145,10 +148,9 @@ cdef size_t projection_steps(const LSTMPlan *p, size_t in_w) noexcept nogil:
     return max(1, PROJ_CHUNK_X_BYTES // max(1, in_w * sizeof(float) * p.N))
 
 cdef size_t gate_steps(const LSTMPlan *p) noexcept nogil:
-    """Steps whose gates the workspace holds at once: the longest projection chunk."""
-    if not chunked_projection(p):
-        return p.S
-    return min(p.S, projection_steps(p, min(p.In, p.W1) if p.L > 1 else p.In))   # narrowest x
+    """Steps whose gates the workspace holds at once: all S, or the longest projection chunk
+    (the one of the narrowest layer input)."""
+    return min(p.S, projection_steps(p, min(p.In, p.W1) if p.L > 1 else p.In))
 
 cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           size_t *nfloats) noexcept nogil:
@@ -157,7 +159,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
     bytes overflows."""
     cdef size_t o[16]
     cdef size_t off = 0, SN = p.S * p.N, nbytes
-    cdef size_t in_max = max(p.In, p.W1) if p.L > 1 else p.In
+    cdef size_t in_max = widest_input(p)
     cdef int lane, ldx
     cdef bint gather = not x_in_place(p, &ldx)
     if region(&off, SN, p.In if gather else 0, 1, &o[6]) \

@@ -28,6 +28,9 @@ def test_bench_cli_runs(tmp_path):
     assert {r["mode"] for r in rows} == {"forward", "train"}
     assert all(r["ms"]["bnnslstm"] > 0 for r in rows)
     assert "onnxruntime" in rows[0]["ratio"]
+    for r in rows:      # one round: its paired ratio is the ratio of the medians
+        for peer, ratio in r["ratio"].items():
+            assert r["ratio_quartiles"][peer] == pytest.approx([ratio, ratio])
     for r in rows:      # the ceiling is the ratio with ours at the FMA peak
         assert r["fma_peak_gflops"] > 0
         assert r["ceiling"].keys() == r["ratio"].keys()
@@ -48,6 +51,15 @@ def test_bench_cli_runs(tmp_path):
         assert r["per_step_us"] == pytest.approx((ms[24] - ms[1]) / 23 * 1e3)
         assert r["per_call_us"] + r["per_step_us"] == pytest.approx(ms[1] * 1e3)
     assert "### Per call and per step" in proc.stdout
+
+
+def test_paired_quartiles_pair_each_round():
+    from bnnslstm._bench import paired_quartiles
+
+    # per-round ratios peer/ours: 2, 1, 0.5, 3, 1 -> sorted 0.5, 1, 1, 2, 3: quartiles 1 and 2
+    times = {"ours": [1.0, 2.0, 4.0, 1.0, 1.0], "peer": [2.0, 2.0, 2.0, 3.0, 1.0]}
+    assert paired_quartiles(times, "ours") == {"peer": pytest.approx((1.0, 2.0))}
+    assert paired_quartiles({"ours": [3.0], "p": [1.5]}, "ours") == {"p": (0.5, 0.5)}   # one round
 
 
 def test_fma_probe_counts_its_flops():

@@ -13,8 +13,10 @@ forward into a cost per call and a cost per time step.
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
 each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
-pause so that no party's spinning worker threads slow the next. Thread counts are set for all
-alike: BLAS threads through threadpoolctl, torch.set_num_threads, ORT intra_op_num_threads.
+pause so that no party's spinning worker threads slow the next. A ratio peer/ours comes with
+the quartiles of its per-round ratios (each round runs every party once, back to back).
+Thread counts are set for all alike: BLAS threads through threadpoolctl, torch.set_num_threads,
+ORT intra_op_num_threads.
 --env runs the whole table once per OpenBLAS setting, each in a fresh child process:
 'as-given' keeps the environment, 'autodetect' removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE
 before scipy loads (see DESIGN.md).
@@ -164,12 +166,14 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
     return parties
 
 
-def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.125) -> dict:
-    """Median seconds per party; before each timed call a pause lets the worker threads of the
-    party that ran before park, so that no party pays for another's spinning. OpenBLAS's idle
-    workers spin for 2**28 TSC cycles (about 0.1 s at 2.6 GHz) after each threaded call: with
-    a shorter pause, a 2-thread training step of ours (its backward calls sgemm) slowed the
-    PyTorch call after it, and a forward of ours just after an sgemm took twice its time."""
+def timed_rounds(parties: dict, repeats: int, warmup: int = 2,
+                 pause: float = 0.125) -> dict[str, list[float]]:
+    """Seconds per call of each party in `repeats` rounds, every party once per round; before
+    each timed call a pause lets the worker threads of the party that ran before park, so that
+    no party pays for another's spinning. OpenBLAS's idle workers spin for 2**28 TSC cycles
+    (about 0.1 s at 2.6 GHz) after each threaded call: with a shorter pause, a 2-thread
+    training step of ours (its backward calls sgemm) slowed the PyTorch call after it, and a
+    forward of ours just after an sgemm took twice its time."""
     times: dict[str, list[float]] = {name: [] for name in parties}
     for _ in range(warmup):
         for fn in parties.values():
@@ -180,7 +184,31 @@ def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float 
             t0 = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(v) for name, v in times.items()}
+    return times
+
+
+def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.125) -> dict:
+    """Median seconds per party over `timed_rounds`."""
+    return {name: statistics.median(v)
+            for name, v in timed_rounds(parties, repeats, warmup, pause).items()}
+
+
+def paired_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tuple[float, float]]:
+    """First and third quartiles of each peer's per-round ratio peer/base. The parties of one
+    round ran back to back, so the ratio of a round pairs calls made in the same machine
+    state; the spread of these ratios is how far one round's verdict can stray from the
+    median's."""
+    out = {}
+    for name, v in times.items():
+        if name == base:
+            continue
+        ratios = [p / b for p, b in zip(v, times[base], strict=True)]
+        if len(ratios) < 2:
+            out[name] = (ratios[0], ratios[0])
+        else:
+            q = statistics.quantiles(ratios, n=4, method="inclusive")
+            out[name] = (q[0], q[2])
+    return out
 
 
 def child(args: argparse.Namespace) -> None:
@@ -208,8 +236,9 @@ def child(args: argparse.Namespace) -> None:
             fma = fma_peak(threads)
             peak = sgemm_peak(threads)
             for mode, s in runs:
-                med = time_interleaved(make_parties(s, peers, threads, rng, mode, backends),
-                                       args.repeats)
+                times = timed_rounds(make_parties(s, peers, threads, rng, mode, backends),
+                                     args.repeats)
+                med = {name: statistics.median(v) for name, v in times.items()}
                 base = next(iter(med))     # ratios are against bnnslstm (or the first back end)
                 flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
                 gflops = flops / med[base] / 1e9
@@ -219,6 +248,7 @@ def child(args: argparse.Namespace) -> None:
                        "peak_fraction": gflops / peak, "fma_fraction": gflops / fma,
                        "base": base,
                        "ratio": {k: v / med[base] for k, v in med.items() if k != base},
+                       "ratio_quartiles": paired_quartiles(times, base),
                        # the ratio if ours ran at the FMA peak: no kernel can go past it
                        "ceiling": {k: v * fma * 1e9 / flops for k, v in med.items()
                                    if k != base}}
@@ -240,10 +270,16 @@ def child(args: argparse.Namespace) -> None:
 
 def format_row(r: dict) -> str:
     ms = " ".join(f"{k}={v:8.3f}ms" for k, v in r["ms"].items())
-    ratio = " ".join(f"{k}/{r['base']}={v:5.2f}" for k, v in r["ratio"].items())
+    ratio = " ".join(f"{k}/{r['base']}={v:5.2f} {spread(r, k)}" for k, v in r["ratio"].items())
     return (f"{r['mode']:7s} {r['shape']:24s} t={r['threads']} {ms}  {r['gflops']:6.1f} GFLOP/s "
             f"({100 * r['peak_fraction']:4.1f}% of sgemm {r['sgemm_peak_gflops']:.0f}, "
             f"{100 * r['fma_fraction']:4.1f}% of FMA {r['fma_peak_gflops']:.0f})  {ratio}")
+
+
+def spread(r: dict, peer: str) -> str:
+    """'(q1-q3)' of the per-round ratios, or '' for rows of runs that did not record them."""
+    q = r.get("ratio_quartiles", {}).get(peer)
+    return f"({q[0]:.2f}-{q[1]:.2f})" if q else ""
 
 
 def geomean(values: list[float]) -> float:
@@ -274,7 +310,7 @@ def markdown(results: list[dict]) -> str:
                         + " | ".join(f"{r['ms'][p]:.3f}" for p in peers)
                         + f" | {r['gflops']:.1f} | {100 * r['peak_fraction']:.0f}% | "
                         + f"{100 * r['fma_fraction']:.0f}% | "
-                        + "".join(f"{r['ratio'][p]:.2f} | " for p in peers)
+                        + "".join(f"{r['ratio'][p]:.2f} {spread(r, p)} | " for p in peers)
                         + "".join(f"{r['ceiling'][p]:.2f} | " for p in caps)).rstrip())
         for p in peers:
             for t in sorted({r["threads"] for r in rows}):
@@ -282,6 +318,9 @@ def markdown(results: list[dict]) -> str:
                 geo = geomean([r["ratio"][p] for r in at_t])
                 cap = (f" (ceiling {geomean([r['ceiling'][p] for r in at_t]):.2f}: {ours} at "
                        f"the FMA peak {at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)" if caps else "")
+                if all(spread(r, p) for r in at_t):
+                    lo, hi = (geomean([r["ratio_quartiles"][p][i] for r in at_t]) for i in (0, 1))
+                    cap += f"; the shapes' quartiles give {lo:.2f}-{hi:.2f}"
                 out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**{cap}")
     out += [saturation_markdown(res) for res in results]
     out += [seqlen_markdown(res) for res in results]
@@ -304,10 +343,16 @@ def plot(results: list[dict], path: str) -> None:
         bars = sorted({(p, r["threads"]) for r in rows for p in r["ratio"]})
         width = 0.8 / max(len(bars), 1)
         for i, (peer, t) in enumerate(bars):
-            vals = [next((r["ratio"][peer] for r in rows if r["shape"] == s
-                          and r["threads"] == t), 0.0) for s in shapes]
-            ax.bar([k + i * width for k in range(len(shapes))], vals, width,
-                   label=f"{peer}/ours, {t} thread(s)")
+            at = [next((r for r in rows if r["shape"] == s and r["threads"] == t), None)
+                  for s in shapes]
+            vals = [r["ratio"][peer] if r else 0.0 for r in at]
+            # whiskers: the quartiles of the per-round ratios
+            quart = [r.get("ratio_quartiles", {}).get(peer) if r else None for r in at]
+            # (the ratio of medians may lie outside them: whiskers do not go below 0)
+            err = [[max(v - q[0], 0.0) if q else 0.0 for v, q in zip(vals, quart, strict=True)],
+                   [max(q[1] - v, 0.0) if q else 0.0 for v, q in zip(vals, quart, strict=True)]]
+            ax.bar([k + i * width for k in range(len(shapes))], vals, width, yerr=err,
+                   capsize=2, error_kw={"linewidth": 0.8}, label=f"{peer}/ours, {t} thread(s)")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))], shapes, fontsize=8,
                       rotation=12, ha="right")

@@ -71,10 +71,9 @@ def sgemm_peak(threads: int, n: int = 2048, repeats: int = 7) -> float:
 
 def fma_peak(threads: int, iters: int = 20_000_000, repeats: int = 5) -> float:
     """GFLOP/s of the cores' float32 multiply-adds alone (bnnslstm._peak), `threads` threads
-    at once, the best of `repeats` (the twelfth session's re-run took the median and
-    measured 140 instead of 226-240 at 1 thread, beside a busy host). No party's kernel can
-    beat it, so peer time / (our flops / this peak) bounds the ratio peer/ours that any kernel
-    could reach on this machine."""
+    at once, the best of `repeats`: a busy host can only lower it (a median of 5 once read
+    140 GFLOP/s on a core that peaks at 226-240). No party's kernel can beat it, so peer time
+    / (our flops / this peak) bounds the ratio peer/ours that any kernel could reach here."""
     from bnnslstm._peak import fma_flops
 
     fma_flops(iters // 10)
@@ -348,9 +347,9 @@ def plot(results: list[dict], path: str) -> None:
             at = [next((r for r in rows if r["shape"] == s and r["threads"] == t), None)
                   for s in shapes]
             vals = [r["ratio"][peer] if r else 0.0 for r in at]
-            # whiskers: the quartiles of the per-round ratios
+            # whiskers: the quartiles of the per-round ratios, which the ratio of the medians
+            # may lie outside (a whisker's length is then 0)
             quart = [r.get("ratio_quartiles", {}).get(peer) if r else None for r in at]
-            # (the ratio of medians may lie outside them: whiskers do not go below 0)
             err = [[max(v - q[0], 0.0) if q else 0.0 for v, q in zip(vals, quart, strict=True)],
                    [max(q[1] - v, 0.0) if q else 0.0 for v, q in zip(vals, quart, strict=True)]]
             ax.bar([k + i * width for k in range(len(shapes))], vals, width, yerr=err,

@@ -188,10 +188,13 @@ def timed_rounds(parties: dict, repeats: int, warmup: int = 2,
     return times
 
 
+def medians(times: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
 def time_interleaved(parties: dict, repeats: int, warmup: int = 2, pause: float = 0.125) -> dict:
     """Median seconds per party over `timed_rounds`."""
-    return {name: statistics.median(v)
-            for name, v in timed_rounds(parties, repeats, warmup, pause).items()}
+    return medians(timed_rounds(parties, repeats, warmup, pause))
 
 
 def paired_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tuple[float, float]]:
@@ -239,7 +242,7 @@ def child(args: argparse.Namespace) -> None:
             for mode, s in runs:
                 times = timed_rounds(make_parties(s, peers, threads, rng, mode, backends),
                                      args.repeats)
-                med = {name: statistics.median(v) for name, v in times.items()}
+                med = medians(times)
                 base = next(iter(med))     # ratios are against bnnslstm (or the first back end)
                 flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
                 gflops = flops / med[base] / 1e9
@@ -319,7 +322,7 @@ def markdown(results: list[dict]) -> str:
                 geo = geomean([r["ratio"][p] for r in at_t])
                 cap = (f" (ceiling {geomean([r['ceiling'][p] for r in at_t]):.2f}: {ours} at "
                        f"the FMA peak {at_t[0]['fma_peak_gflops']:.0f} GFLOP/s)" if caps else "")
-                if all(spread(r, p) for r in at_t):
+                if all(p in r.get("ratio_quartiles", {}) for r in at_t):
                     lo, hi = (geomean([r["ratio_quartiles"][p][i] for r in at_t]) for i in (0, 1))
                     cap += f"; the shapes' quartiles give {lo:.2f}-{hi:.2f}"
                 out.append(f"\nGeometric mean {p}/{ours}, {t} thread(s): **{geo:.2f}**{cap}")

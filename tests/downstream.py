@@ -34,7 +34,7 @@ def apple_constants() -> dict[str, int]:
 SOURCE = '''
 # cython: language_level=3
 from cython.parallel cimport prange
-from libc.stdlib cimport free, malloc
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset
 from bnnslstm.bnns cimport *
 
@@ -117,6 +117,39 @@ def parallel_forward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx
         failures += forward_one(I, H, N, S, <float *>x, <float *>wx, <float *>wh, <float *>b,
                                 <float *>y + i * S * N * H)
     return failures
+
+def stream(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh, size_t b,
+           size_t y):
+    """Streaming inference on frozen weights: pack once, then one step per call, each call's
+    h_n and c_n the next call's h0 and c0 (two state buffers, swapped); y gets every step's
+    h. All under nogil."""
+    cdef BNNSLayerParametersLSTM p
+    cdef size_t capacity, t
+    cdef void *packed = NULL
+    cdef float *state = <float *>calloc(4 * N * H, sizeof(float))    # h, c twice
+    cdef float *s
+    cdef int rc = -1
+    fill(&p, I, H, N, 1, <float *>x, <float *>wx, <float *>wh, <float *>b, NULL, NULL, NULL)
+    with nogil:
+        capacity = bnnslstm_packed_weights_capacity(&p)
+        packed = malloc(capacity) if capacity else NULL
+        if packed != NULL:
+            rc = bnnslstm_pack_weights(&p, NULL, packed, capacity)
+        t = 0
+        while rc == 0 and t < S:
+            s = state + (t %% 2) * 2 * N * H                 # this step's h0, c0
+            p.input_descriptor.hidden_desc.data = s
+            p.input_descriptor.cell_state_desc.data = s + N * H
+            s = state + ((t + 1) %% 2) * 2 * N * H           # its h_n, c_n
+            p.output_descriptor.hidden_desc.data = s
+            p.output_descriptor.cell_state_desc.data = s + N * H
+            p.input_descriptor.data_desc.data = <float *>x + t * N * I
+            sequence(&p.output_descriptor.data_desc, <float *>y + t * N * H, H, N, 1)
+            rc = bnnslstm_direct_apply_lstm_batch_packed(&p, NULL, packed, capacity)
+            t += 1
+    free(packed)
+    free(state)
+    return rc, bnnslstm_last_error().decode(), capacity
 
 def backward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t wh,
              size_t b, size_t dy, size_t dx, size_t dwx, size_t dwh, size_t db,

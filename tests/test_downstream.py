@@ -48,6 +48,22 @@ def test_forward_under_nogil_matches_python_api(downstream, rng):
     np.testing.assert_array_equal(cn, rcn[0])
 
 
+def test_streaming_on_packed_weights_under_nogil(downstream, rng):
+    # One step per call on weights packed once, h and c carried between calls: the same as
+    # one call over the whole sequence.
+    I, H, N, S = 5, 6, 2, 9
+    x = rng.standard_normal((S, N, I)).astype(np.float32)
+    lstm = bl.LSTM(I, H, seed=2)
+    gates = ("input", "forget", "candidate", "output")
+    wx, wh, b = (np.stack([lstm.params[f"{k}_{g}_l0"] for g in gates])
+                 for k in ("w_x", "w_h", "b"))
+    y = np.full((S, N, H), 7.0, np.float32)
+    rc, err, capacity = downstream.stream(I, H, N, S, x.ctypes.data, wx.ctypes.data,
+                                          wh.ctypes.data, b.ctypes.data, y.ctypes.data)
+    assert (rc, err) == (0, "") and capacity > 0
+    np.testing.assert_array_equal(y, lstm.forward(x)[0])   # same panels, same sums
+
+
 def test_error_from_downstream(downstream):
     x = np.zeros((1, 1, 1), np.float32)
     rc, err, _ = downstream.forward(0, 1, 1, 1, x.ctypes.data, 0, 0, 0, 0, 0, 0)

@@ -8,7 +8,10 @@ from bnnslstm._api import (
     BNNSError,
     compute_lstm_training_cache_capacity,
     direct_apply_lstm_batch_backward,
+    direct_apply_lstm_batch_packed,
     direct_apply_lstm_batch_training_caching,
+    pack_weights,
+    packed_weights_capacity,
     set_dropout_seed,
 )
 from bnnslstm._backends import available_blas, blas, current_blas, set_blas
@@ -39,5 +42,6 @@ __all__ = [
     "LayerFlags", "LayerParametersLSTM", "NDArrayDescriptor", "NDArrayFlags",
     "compute_lstm_training_cache_capacity", "direct_apply_lstm_batch_backward",
     "direct_apply_lstm_batch_training_caching", "set_dropout_seed",
+    "direct_apply_lstm_batch_packed", "pack_weights", "packed_weights_capacity",
     "available_blas", "blas", "current_blas", "set_blas",
 ]

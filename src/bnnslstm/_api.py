@@ -78,6 +78,45 @@ def direct_apply_lstm_batch_backward(
         raise BNNSError(bnns._last_error())
 
 
+def packed_weights_capacity(params: LayerParametersLSTM) -> int:
+    """``bnnslstm_packed_weights_capacity``: bytes that ``pack_weights`` fills."""
+    capacity = bnns._packed_capacity(_address(params, LayerParametersLSTM, "params"))
+    if capacity == 0:
+        raise BNNSError(bnns._last_error())
+    return capacity
+
+
+def pack_weights(params: LayerParametersLSTM,
+                 filter_params: FilterParameters | None = None) -> np.ndarray:
+    """``bnnslstm_pack_weights``: W_x and W_h of every layer and direction, packed once for
+    ``direct_apply_lstm_batch_packed`` (a copy: later changes to the weights are not seen).
+
+    The panels fit calls of any batch size and sequence length with the same input size,
+    hidden size, layers and directions.
+    """
+    addr = _address(params, LayerParametersLSTM, "params")
+    faddr = _address(filter_params, FilterParameters, "filter_params")
+    packed = np.empty(packed_weights_capacity(params), np.uint8)
+    if bnns._pack(addr, faddr, packed.ctypes.data, packed.size) != 0:
+        raise BNNSError(bnns._last_error())
+    return packed
+
+
+def direct_apply_lstm_batch_packed(
+    params: LayerParametersLSTM,
+    packed: Any,
+    filter_params: FilterParameters | None = None,
+) -> None:
+    """``bnnslstm_direct_apply_lstm_batch_packed``: the inference forward with W_x and W_h
+    from ``pack_weights``' buffer instead of the descriptors (which are still validated);
+    biases and peepholes come from the descriptors. GIL released."""
+    addr = _address(params, LayerParametersLSTM, "params")
+    faddr = _address(filter_params, FilterParameters, "filter_params")
+    buf = np.frombuffer(packed, dtype=np.uint8)
+    if bnns._forward_packed(addr, faddr, buf.ctypes.data if buf.size else 0, buf.size) != 0:
+        raise BNNSError(bnns._last_error())
+
+
 def set_dropout_seed(seed: int) -> None:
     """Seed this thread's dropout generator (``bnnslstm_set_dropout_seed``)."""
     bnns._set_dropout_seed(int(seed) & 0xFFFFFFFFFFFFFFFF)

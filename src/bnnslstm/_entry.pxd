@@ -9,6 +9,13 @@ cdef size_t capacity_entry(const BNNSLayerParametersLSTM *layer_params) noexcept
 cdef int forward_entry(const BNNSLayerParametersLSTM *layer_params,
                        const BNNSFilterParameters *filter_params,
                        void *training_cache_ptr, size_t training_cache_capacity) noexcept nogil
+cdef size_t packed_capacity_entry(const BNNSLayerParametersLSTM *layer_params) noexcept nogil
+cdef int pack_entry(const BNNSLayerParametersLSTM *layer_params,
+                    const BNNSFilterParameters *filter_params, void *packed,
+                    size_t capacity) noexcept nogil
+cdef int packed_forward_entry(const BNNSLayerParametersLSTM *layer_params,
+                              const BNNSFilterParameters *filter_params, const void *packed,
+                              size_t capacity) noexcept nogil
 cdef int backward_entry(const BNNSLayerParametersLSTM *layer_params,
                         const BNNSLayerParametersLSTM *layer_delta_params,
                         const BNNSFilterParameters *filter_params,

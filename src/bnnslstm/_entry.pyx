@@ -9,6 +9,7 @@ from bnnslstm._cache cimport (
 from bnnslstm._checked cimport add_ovf
 from bnnslstm._dropout cimport set_seed
 from bnnslstm._forward cimport forward_workspace_bytes, lstm_forward
+from bnnslstm._frozen cimport frozen_capacity, frozen_open, frozen_pack
 from bnnslstm._memory cimport release_block, ws_alloc, ws_free
 from bnnslstm._plan cimport (
     GradPlan, LSTMPlan, clear_error, last_error, plan_backward, plan_forward, set_error,
@@ -21,13 +22,25 @@ cdef size_t capacity_entry(const BNNSLayerParametersLSTM *layer_params) noexcept
         return 0
     return cache_capacity(&plan)
 
+cdef int run_forward(LSTMPlan *plan, Cache *cache) noexcept nogil:
+    """The forward over a validated plan, in a workspace of its own (cache NULL: inference)."""
+    cdef size_t nbytes
+    cdef void *ws
+    cdef int rc
+    if forward_workspace_bytes(plan, &nbytes):
+        return -1
+    ws = ws_alloc(&plan.filter, nbytes)
+    if ws == NULL:
+        return set_error(b"could not allocate the forward workspace")
+    rc = lstm_forward(plan, ws, cache)
+    ws_free(&plan.filter, ws)
+    return rc
+
 cdef int forward_entry(const BNNSLayerParametersLSTM *layer_params,
                        const BNNSFilterParameters *filter_params,
                        void *training_cache_ptr, size_t training_cache_capacity) noexcept nogil:
     cdef LSTMPlan plan
     cdef Cache cache
-    cdef size_t nbytes
-    cdef void *ws
     cdef int rc
     clear_error()
     if plan_forward(layer_params, filter_params, &plan):
@@ -35,16 +48,38 @@ cdef int forward_entry(const BNNSLayerParametersLSTM *layer_params,
     if training_cache_ptr != NULL and cache_open(&plan, training_cache_ptr,
                                                  training_cache_capacity, &cache):
         return -1
-    if forward_workspace_bytes(&plan, &nbytes):
-        return -1
-    ws = ws_alloc(&plan.filter, nbytes)
-    if ws == NULL:
-        return set_error(b"could not allocate the forward workspace")
-    rc = lstm_forward(&plan, ws, &cache if training_cache_ptr != NULL else NULL)
-    ws_free(&plan.filter, ws)
+    rc = run_forward(&plan, &cache if training_cache_ptr != NULL else NULL)
     if rc == 0 and training_cache_ptr != NULL:
         cache_seal(&plan, &cache)
     return rc
+
+cdef size_t packed_capacity_entry(const BNNSLayerParametersLSTM *layer_params) noexcept nogil:
+    cdef LSTMPlan plan
+    clear_error()
+    if plan_forward(layer_params, NULL, &plan):
+        return 0
+    return frozen_capacity(&plan)
+
+cdef int pack_entry(const BNNSLayerParametersLSTM *layer_params,
+                    const BNNSFilterParameters *filter_params, void *packed,
+                    size_t capacity) noexcept nogil:
+    cdef LSTMPlan plan
+    clear_error()
+    if plan_forward(layer_params, filter_params, &plan):
+        return -1
+    if packed == NULL:
+        return set_error(b"packed weights pointer is NULL")
+    return frozen_pack(&plan, packed, capacity)
+
+cdef int packed_forward_entry(const BNNSLayerParametersLSTM *layer_params,
+                              const BNNSFilterParameters *filter_params, const void *packed,
+                              size_t capacity) noexcept nogil:
+    cdef LSTMPlan plan
+    clear_error()
+    if plan_forward(layer_params, filter_params, &plan) \
+            or frozen_open(&plan, packed, capacity):
+        return -1
+    return run_forward(&plan, NULL)
 
 cdef int backward_entry(const BNNSLayerParametersLSTM *layer_params,
                         const BNNSLayerParametersLSTM *layer_delta_params,

@@ -17,6 +17,7 @@ from bnnslstm.bnns cimport BNNSActivationFunctionSigmoid, BNNSActivationFunction
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
+from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, bl_helper, direct_floats, helper_start, helper_stop, online_cpus, pack_gates,
     pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing, run_parts,
@@ -162,22 +163,24 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
     cdef size_t in_max = widest_input(p)
     cdef int lane, ldx
     cdef bint gather = not x_in_place(p, &ldx)
+    cdef bint pack = p.frozen == NULL       # frozen: W_x, W_h panels are the caller's
     if region(&off, SN, p.In if gather else 0, 1, &o[6]) \
             or region(&off, SN, p.D, p.H, &o[7]) \
             or region(&off, SN, p.D, p.H if p.L > 1 else 0, &o[8]):
         return set_error(b"workspace size overflows size_t")
     for lane in range(direction_lanes(p)):
         if weights_regions(p, &off, o) \
-                or region(&off, 2, direct_floats(<int>max(in_max, p.H)), 1, &o[12]) \
-                or region(&off, 4, packed_size(<int>p.H, <int>p.H) if p.S > 1 else 0, 1,
-                          &o[13]) \
+                or region(&off, 2, direct_floats(<int>max(in_max, p.H)) if pack else 0, 1,
+                          &o[12]) \
+                or region(&off, 4, packed_size(<int>p.H, <int>p.H) if p.S > 1 and pack else 0,
+                          1, &o[13]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0,
                           1, &o[14]) \
                 or region(&off, gate_steps(p) * p.N, 4 * p.H, 1, &o[5]) \
                 or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
                 or region(&off, 2, p.H, 1, &o[11]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>in_max)
-                          if chunked_projection(p) else 0, 1, &o[15]):
+                          if chunked_projection(p) and pack else 0, 1, &o[15]):
             return set_error(b"workspace size overflows size_t")
         if base != NULL:
             weights_place(&w[lane].w, base, o)
@@ -415,9 +418,13 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     # the first step packs it, unless no sample is active then (reverse direction, D5). A
     # single step (streaming inference) keeps no panels: W_h is read once, as W_x is.
     cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS and p.S > 1
-    cdef bint pack_first = not split_rows and batch_at(p, 0 if d == 0 else p.S - 1) > 0
+    cdef bint frozen = p.frozen != NULL
+    cdef bint pack_first = not split_rows and not frozen \
+        and batch_at(p, 0 if d == 0 else p.S - 1) > 0
     load_weights(p, &w.w, l, d, in_w)
-    if not pack_first and p.S > 1:
+    if frozen:                          # packed before the call (_frozen)
+        w.wxp, w.whp = <float *>frozen_wx(p, l, d), <float *>frozen_wh(p, l, d)
+    elif not pack_first and p.S > 1:
         pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
     if w.w.wc_cur != NULL:
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
@@ -425,12 +432,15 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     # of W_x once: packed as it goes, not beforehand), or in chunks inside the time loop.
     x.x, x.ldx, x.in_w = xin, ldx, in_w
     x.steps = projection_steps(p, in_w)
-    x.packed = split_rows               # both threads read all of W_x: packed before they start
+    x.packed = split_rows or frozen     # both threads read all of W_x: packed before they start
     if x.steps >= p.S:
         x.steps = 0
-        pgemm_direct(w.helper, SN, 4, H, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates, G,
-                     w.wxbuf)
-    elif x.packed:
+        if frozen:
+            pgemm(w.helper, SN, 4, H, in_w, xin, ldx, w.wxp, 0.0, w.gates, G)
+        else:
+            pgemm_direct(w.helper, SN, 4, H, in_w, xin, ldx, w.w.wx_cur, w.w.ldwx, 0.0, w.gates,
+                         G, w.wxbuf)
+    elif x.packed and not frozen:
         pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
     load_state(&p.h0, l, d, p.N, p.H, w.h)
     load_state(&p.c0, l, d, p.N, p.H, w.c)

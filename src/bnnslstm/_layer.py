@@ -13,7 +13,9 @@ from bnnslstm._api import (
     BNNSError,
     compute_lstm_training_cache_capacity,
     direct_apply_lstm_batch_backward,
+    direct_apply_lstm_batch_packed,
     direct_apply_lstm_batch_training_caching,
+    pack_weights,
     set_dropout_seed,
 )
 from bnnslstm._enums import ActivationFunction, DataLayout, LayerFlags
@@ -153,6 +155,7 @@ class LSTM:
         self._last_delta: tuple | None = None     # (geometry, bytes, gate slots): see _delta
         self._n_threads = 0
         self._calls = 0
+        self._packed: np.ndarray | None = None    # see freeze
 
     @property
     def n_threads(self) -> int:
@@ -169,6 +172,40 @@ class LSTM:
             raise BNNSError(f"n_threads must be 0 (automatic) or more and fit a size_t, not "
                             f"{value}")
         self._n_threads = int(value)
+
+    # -- frozen weights --------------------------------------------------------------------
+    @property
+    def frozen(self) -> bool:
+        """Do inference calls use weights packed once by ``freeze``?"""
+        return self._packed is not None
+
+    def freeze(self) -> None:
+        """Pack W_x and W_h once, for every later ``forward(..., training=False)``.
+
+        Without it each call packs them (as a BNNS call must, since it may see new weights
+        every time): at batch 1 and in streaming inference that packing is much of a call's
+        time. ONNX Runtime packs once, when its session is made; this does the same. Until
+        ``unfreeze``, every parameter array is read-only, so that no change to the weights
+        can go unseen: writing to one raises ``ValueError``. Training calls work as before.
+        """
+        I, D, H = self.input_size, self.num_directions, self.hidden_size
+        x = np.zeros((1, 1, I), np.float32)     # the panels fit any batch size and length
+        arrays = (x, None, None, np.empty((1, 1, D * H), np.float32),
+                  np.empty((self.num_layers, D, 1, H), np.float32),
+                  np.empty((self.num_layers, D, 1, H), np.float32))
+        self._packed = pack_weights(self._params(1, 1, arrays, False), self._filter())
+        self._set_writeable(False)
+
+    def unfreeze(self) -> None:
+        """Back to packing per call; the parameter arrays are writable again."""
+        self._packed = None
+        self._set_writeable(True)
+
+    def _set_writeable(self, flag: bool) -> None:
+        # The stores first when unfreezing: a view cannot be writable over a read-only base.
+        arrays = [*self._w.values(), *self.params.values()]
+        for a in arrays if flag else arrays[::-1]:
+            a.flags.writeable = flag
 
     # -- parameters ------------------------------------------------------------------------
     def _shapes(self) -> dict[str, tuple]:
@@ -272,7 +309,10 @@ class LSTM:
             if self.seed is not None:        # this layer's masks: reproducible from its seed
                 set_dropout_seed(self.seed + self._calls)
             self._calls += 1
-        direct_apply_lstm_batch_training_caching(p, self._filter(), cache)
+        if self._packed is not None and not training:
+            direct_apply_lstm_batch_packed(p, self._packed, self._filter())
+        else:
+            direct_apply_lstm_batch_training_caching(p, self._filter(), cache)
         self._training = dict(params=p, arrays=arrays, cache=cache, order=order,
                               lengths=lengths, x_shape=x.shape,
                               y_shape=y.shape) if training else None

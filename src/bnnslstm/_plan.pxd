@@ -65,6 +65,8 @@ cdef struct LSTMPlan:
     const void *seq_data
     uint32_t seq_type
     size_t seq_stride
+    # W_x, W_h panels packed before the call (_frozen), or NULL: the call packs them
+    const float *frozen
     # filter parameters
     size_t n_threads
     BNNSFilterParameters filter

@@ -468,6 +468,7 @@ cdef int plan_forward(const BNNSLayerParametersLSTM *p, const BNNSFilterParamete
         return failf("layer_params is NULL")
     if check_scalars(p, plan) or check_filter(fp, plan):
         return -1
+    plan.frozen = NULL
     DH = plan.D * plan.H
     if p.input_descriptor.data_desc.data == NULL:
         return failf("input_descriptor.data_desc.data is NULL (x is required)")

@@ -30,11 +30,12 @@ cdef bint wx_in_place(const LSTMPlan *p, size_t l) noexcept nogil:
 cdef bint weights_regions(const LSTMPlan *p, size_t *off, size_t *o) noexcept nogil:
     """Reserve the packing regions (o[0..4]: wx, wh, wc, bias, pdiag); True on overflow."""
     cdef size_t H4 = 4 * p.H, win = 0, l
+    cdef bint frozen = p.frozen != NULL   # W_x, W_h are in panels already
     for l in range(p.L):     # widest layer whose input weights need packing
-        if not wx_in_place(p, l):
+        if not wx_in_place(p, l) and not frozen:
             win = max(win, p.In if l == 0 else p.W1)
     return region(off, H4, win, 1, &o[0]) \
-        or region(off, H4, 0 if p.wh_stacked else p.H, 1, &o[1]) \
+        or region(off, H4, 0 if p.wh_stacked or frozen else p.H, 1, &o[1]) \
         or region(off, H4, p.H if any_full_peephole(p) and not p.wc_stacked else 0, 1, &o[2]) \
         or region(off, H4, 1, 1, &o[3]) or region(off, H4, 1, 1, &o[4])
 
@@ -67,12 +68,14 @@ cdef void pack_vector(const WeightView *v, size_t l, size_t d, size_t n, float *
 
 cdef void load_weights(const LSTMPlan *p, Weights *w, size_t l, size_t d,
                        size_t in_w) noexcept nogil:
-    """Point wx_cur/wh_cur/wc_cur at [4H x in] blocks: the caller's if stacked, else packed."""
+    """Point wx_cur/wh_cur/wc_cur at [4H x in] blocks: the caller's if stacked, else packed
+    (with frozen weights, W_x and W_h come from their panels: neither is copied)."""
     cdef size_t H = p.H, idx
     cdef int k
     cdef const GatePlan *gp
     cdef const WeightView *wv
-    cdef bint pack_wx = not wx_in_place(p, l)
+    cdef bint pack_wx = not wx_in_place(p, l) and p.frozen == NULL
+    cdef bint pack_wh = not p.wh_stacked and p.frozen == NULL
     wv = input_weights(&p.gate[0], l, &idx)
     w.wx_cur, w.ldwx = (w.wx, <int>in_w) if pack_wx else (weight_ptr(wv, idx, d), <int>wv.s_out)
     w.wh_cur, w.ldwh = (weight_ptr(&p.gate[0].wh, l, d), <int>p.gate[0].wh.s_out) \
@@ -86,7 +89,7 @@ cdef void load_weights(const LSTMPlan *p, Weights *w, size_t l, size_t d,
         if pack_wx:
             wv = input_weights(gp, l, &idx)
             pack_matrix(weight_ptr(wv, idx, d), wv.s_out, wv.s_in, H, in_w, w.wx + k * H * in_w)
-        if not p.wh_stacked:
+        if pack_wh:
             pack_matrix(weight_ptr(&gp.wh, l, d), gp.wh.s_out, gp.wh.s_in, H, H,
                         w.wh + k * H * H)
         if w.wc_cur == w.wc and gp.peephole == PEEP_FULL:   # rows of other gates stay unused

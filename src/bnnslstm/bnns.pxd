@@ -233,6 +233,24 @@ cdef inline int bnnslstm_require_abi() except -1:
 # Dropout (D6): seeds this thread's mask generator; the masks of the training calls that follow
 # on this thread are then reproducible.
 cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil
+# Frozen weights (opt in, inference): W_x and W_h of every layer and direction packed once
+# into caller memory (64-byte aligned inside it, as the training cache), for forward calls of
+# any batch size and sequence length that then skip packing. Such a call reads W_x and W_h
+# from the packed copy, never from the descriptors: weights changed after packing need a new
+# bnnslstm_pack_weights. The capacity is 0 (message set) when the parameters are invalid.
+cdef size_t bnnslstm_packed_weights_capacity(
+    const BNNSLayerParametersLSTM *layer_params) noexcept nogil
+cdef int bnnslstm_pack_weights(
+    const BNNSLayerParametersLSTM *layer_params,
+    const BNNSFilterParameters *filter_params,
+    void *packed_weights,
+    const size_t packed_weights_capacity) noexcept nogil
+# BNNSDirectApplyLSTMBatchTrainingCaching without a training cache, on packed weights.
+cdef int bnnslstm_direct_apply_lstm_batch_packed(
+    const BNNSLayerParametersLSTM *layer_params,
+    const BNNSFilterParameters *filter_params,
+    const void *packed_weights,
+    const size_t packed_weights_capacity) noexcept nogil
 # Without allocator callbacks each thread keeps its largest workspace for its next call; this
 # frees the calling thread's now (it is also freed when the thread exits).
 cdef void bnnslstm_release_workspace() noexcept nogil

@@ -2,7 +2,8 @@
 """The BNNS entry points under Apple's names; Cython users cimport them from bnns.pxd."""
 from bnnslstm._entry cimport (
     backward_entry, capacity_entry, entry_check_abi, entry_last_error, entry_release_workspace,
-    entry_set_dropout_seed, forward_entry,
+    entry_set_dropout_seed, forward_entry, pack_entry, packed_capacity_entry,
+    packed_forward_entry,
 )
 
 cdef size_t BNNSComputeLSTMTrainingCacheCapacity(
@@ -25,6 +26,25 @@ cdef int BNNSDirectApplyLSTMBatchBackward(
         const size_t training_cache_capacity) noexcept nogil:
     return backward_entry(layer_params, layer_delta_params, filter_params, training_cache_ptr,
                           training_cache_capacity)
+
+cdef size_t bnnslstm_packed_weights_capacity(
+        const BNNSLayerParametersLSTM *layer_params) noexcept nogil:
+    return packed_capacity_entry(layer_params)
+
+cdef int bnnslstm_pack_weights(
+        const BNNSLayerParametersLSTM *layer_params,
+        const BNNSFilterParameters *filter_params,
+        void *packed_weights,
+        const size_t packed_weights_capacity) noexcept nogil:
+    return pack_entry(layer_params, filter_params, packed_weights, packed_weights_capacity)
+
+cdef int bnnslstm_direct_apply_lstm_batch_packed(
+        const BNNSLayerParametersLSTM *layer_params,
+        const BNNSFilterParameters *filter_params,
+        const void *packed_weights,
+        const size_t packed_weights_capacity) noexcept nogil:
+    return packed_forward_entry(layer_params, filter_params, packed_weights,
+                                packed_weights_capacity)
 
 cdef void bnnslstm_set_dropout_seed(uint64_t seed) noexcept nogil:
     entry_set_dropout_seed(seed)
@@ -67,6 +87,27 @@ def _backward(size_t layer_params, size_t delta_params, size_t filter_params, si
             <const BNNSLayerParametersLSTM *>layer_params,
             <const BNNSLayerParametersLSTM *>delta_params,
             <const BNNSFilterParameters *>filter_params, <const void *>cache, capacity)
+    return rc
+
+def _packed_capacity(size_t layer_params) -> int:
+    return bnnslstm_packed_weights_capacity(<const BNNSLayerParametersLSTM *>layer_params)
+
+def _pack(size_t layer_params, size_t filter_params, size_t packed, size_t capacity) -> int:
+    cdef int rc
+    with nogil:
+        rc = bnnslstm_pack_weights(<const BNNSLayerParametersLSTM *>layer_params,
+                                   <const BNNSFilterParameters *>filter_params,
+                                   <void *>packed, capacity)
+    return rc
+
+def _forward_packed(size_t layer_params, size_t filter_params, size_t packed,
+                    size_t capacity) -> int:
+    """Call the packed-weights forward on raw addresses, without the GIL."""
+    cdef int rc
+    with nogil:
+        rc = bnnslstm_direct_apply_lstm_batch_packed(
+            <const BNNSLayerParametersLSTM *>layer_params,
+            <const BNNSFilterParameters *>filter_params, <const void *>packed, capacity)
     return rc
 
 def _set_dropout_seed(unsigned long long seed) -> None:

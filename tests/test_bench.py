@@ -6,7 +6,10 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+
+import bnnslstm as bl
 
 pytest.importorskip("threadpoolctl")
 pytest.importorskip("onnxruntime")
@@ -25,7 +28,7 @@ def test_bench_cli_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "core type" in proc.stdout and "| tiny_train | 1 |" in proc.stdout
     rows = json.loads(out.read_text())[0]["rows"]
-    assert {r["mode"] for r in rows} == {"forward", "train"}
+    assert {r["mode"] for r in rows} == {"forward", "frozen", "train"}
     assert all(r["ms"]["bnnslstm"] > 0 for r in rows)
     assert "onnxruntime" in rows[0]["ratio"]
     for r in rows:      # one round: its paired ratio is the ratio of the medians
@@ -44,13 +47,27 @@ def test_bench_cli_runs(tmp_path):
         assert r["cliff"] == pytest.approx(r["ms_saturated"] / r["ms"])
     assert "### Saturated gates" in proc.stdout
     seqlen = json.loads(out.read_text())[0]["seqlen"]      # a default mode too
-    assert [r["party"] for r in seqlen] == ["bnnslstm", "onnxruntime"]
+    assert [r["party"] for r in seqlen] == ["bnnslstm", "onnxruntime", "bnnslstm frozen"]
     for r in seqlen:    # a line through T = 1 and T = 8 * 3: cost per call + T * cost per step
         ms = {int(T): v for T, v in r["ms"].items()}
         assert sorted(ms) == [1, 3, 24] and all(v > 0 for v in ms.values())
         assert r["per_step_us"] == pytest.approx((ms[24] - ms[1]) / 23 * 1e3)
         assert r["per_call_us"] + r["per_step_us"] == pytest.approx(ms[1] * 1e3)
     assert "### Per call and per step" in proc.stdout
+    assert "### Forward on frozen weights (LSTM.freeze)" in proc.stdout
+
+
+def test_frozen_mode_times_a_frozen_layer():
+    from bnnslstm._bench import make_parties
+
+    s = {"name": "t", "T": 2, "B": 1, "I": 3, "H": 4, "L": 1, "bidir": False}
+    parties = make_parties(s, [], 1, np.random.default_rng(0), "frozen")
+    ours = next(c.cell_contents for c in parties["bnnslstm"].__closure__
+                if isinstance(c.cell_contents, bl.LSTM))
+    assert ours.frozen
+    y, _ = parties["bnnslstm"]()
+    ours.unfreeze()
+    np.testing.assert_array_equal(y, parties["bnnslstm"]()[0])
 
 
 def test_paired_quartiles_pair_each_round():

@@ -1,15 +1,17 @@
 """``python -m bnnslstm bench``: bnnslstm against ONNX Runtime's LSTM and PyTorch's nn.LSTM.
 
     python -m bnnslstm bench [--threads 1,2] [--peers torch,onnxruntime] [--shapes FILE]
-                             [--modes forward,train,saturation,seqlen] [--env both]
+                             [--modes forward,frozen,train,saturation,seqlen] [--env both]
                              [--json OUT] [--plot OUT.png] [--memory]
 
-'forward' times inference on every shape against both peers; 'train' times a training step
+'forward' times inference on every shape against both peers; 'frozen' the same with our
+layer frozen (``LSTM.freeze``: weights packed once, as ONNX Runtime packs them when its
+session is made, where 'forward' packs them per call); 'train' times a training step
 (forward with the training cache, then backward with dL/dx and every weight gradient) on the
 'training' shapes against PyTorch autograd (ONNX Runtime has no backward); 'saturation'
 times both on the first training shape with the input as given and with saturated gates;
 'seqlen' times the first inference shape at three sequence lengths and splits each party's
-forward into a cost per call and a cost per time step.
+forward (ours per call and frozen) into a cost per call and a cost per time step.
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
 each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
@@ -42,6 +44,10 @@ from bnnslstm._seqlen import seqlen_markdown, seqlen_rows
 
 SHAPES = Path(__file__).resolve().parent / "bench_shapes.json"   # DeepBench + one stacked
 OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+TITLES = {"forward": "Forward", "frozen": "Forward on frozen weights (LSTM.freeze)",
+          "train": "Forward + backward (training step)"}
 
 
 def forward_flops(s: dict) -> float:
@@ -112,9 +118,9 @@ def blas_info() -> dict:
 
 def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generator,
                  mode: str, backends: list[str] | None = None, x_scale: float = 1.0) -> dict:
-    """name -> zero-argument callable running one forward pass (mode 'forward') or one
-    forward+backward pass (mode 'train') on the same weights and x (standard normal, times
-    x_scale)."""
+    """name -> zero-argument callable running one forward pass (mode 'forward'; 'frozen':
+    ours on weights packed once) or one forward+backward pass (mode 'train') on the same
+    weights and x (standard normal, times x_scale)."""
     import bnnslstm as bl
     from bnnslstm._peers import onnx_lstm_model, onnx_tensors, ort_session
 
@@ -135,7 +141,10 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
         return ours.backward(dy)
 
     ours.n_threads = threads          # our own threads, like every party's
-    run_ours = (lambda: ours.forward(x)) if mode == "forward" else train_ours
+    inference = mode != "train"
+    if mode == "frozen":
+        ours.freeze()
+    run_ours = (lambda: ours.forward(x)) if inference else train_ours
     if backends:                      # --blas: the same kernel on each BLAS back end
         def on(name: str):
             def run():
@@ -144,7 +153,7 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
             return run
         return {f"bnnslstm[{name}]": on(name) for name in backends}
     parties = {"bnnslstm": run_ours}
-    if "onnxruntime" in peers and mode == "forward":
+    if "onnxruntime" in peers and inference:
         sess = ort_session(onnx_lstm_model(layers, s["I"]), threads)
         parties["onnxruntime"] = lambda: sess.run(None, {"X": x})
     if "torch" in peers:
@@ -163,7 +172,7 @@ def make_parties(s: dict, peers: list[str], threads: int, rng: np.random.Generat
             xg = xt.clone().requires_grad_()
             y, _ = module(xg)
             y.backward(dyt)
-        parties["torch"] = forward_torch if mode == "forward" else train_torch
+        parties["torch"] = forward_torch if inference else train_torch
     return parties
 
 
@@ -223,7 +232,7 @@ def child(args: argparse.Namespace) -> None:
     backends = [b for b in args.blas.split(",") if b] if args.blas else None
     modes = args.modes.split(",")
     runs = [(mode, s) for mode in modes for s in shapes
-            if mode == "forward" or (mode == "train" and s["kind"] == "training")]
+            if mode in ("forward", "frozen") or (mode == "train" and s["kind"] == "training")]
     saturated = next((s for s in shapes if s["kind"] == "training"), shapes[0])
     inference = next((s for s in shapes if s["kind"] == "inference"), shapes[0])
     result = {"env": args.env, "blas": blas_info(),
@@ -297,7 +306,7 @@ def markdown(results: list[dict]) -> str:
     for res, mode in sections:
         blas = res["blas"]
         rows = [r for r in res["rows"] if r["mode"] == mode]
-        title = "Forward" if mode == "forward" else "Forward + backward (training step)"
+        title = TITLES[mode]
         out.append(f"\n### {title}, OpenBLAS {res['env']} (core type "
                    f"{blas.get('architecture')}, OPENBLAS_CORETYPE={res['OPENBLAS_CORETYPE']})\n")
         peers = sorted({k for r in rows for k in r["ratio"]})
@@ -361,7 +370,7 @@ def plot(results: list[dict], path: str) -> None:
         ax.set_xticks([k + 0.4 - width / 2 for k in range(len(shapes))], shapes, fontsize=8,
                       rotation=12, ha="right")
         ax.set_ylabel("peer time / our time")
-        ax.set_title(f"{'forward' if mode == 'forward' else 'forward + backward'}, OpenBLAS "
+        ax.set_title(f"{TITLES[mode]}, OpenBLAS "
                      f"{res['env']} ({res['blas'].get('architecture')})", fontsize=10)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -411,8 +420,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     ap.add_argument("--peers", default="onnxruntime,torch")
     ap.add_argument("--shapes", default=str(SHAPES), help="a shapes.json file")
-    ap.add_argument("--modes", default="forward,train,saturation,seqlen",
-                    help="comma-separated: forward (inference), train (forward + backward), "
+    ap.add_argument("--modes", default="forward,frozen,train,saturation,seqlen",
+                    help="comma-separated: forward (inference), frozen (inference, our layer "
+                    "frozen: weights packed once), train (forward + backward), "
                     "saturation (the first training shape with saturated gates, both modes), "
                     "seqlen (the first inference shape at three lengths: per call, per step)")
     ap.add_argument("--repeats", type=int, default=11)
@@ -426,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
                     "scipy,openblas32,mkl (ratios against the first)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if not set(args.modes.split(",")) <= {"forward", "train", "saturation", "seqlen"}:
-        ap.error(f"--modes: expected forward, train, saturation and/or seqlen, got "
+    if not set(args.modes.split(",")) <= {"forward", "frozen", "train", "saturation", "seqlen"}:
+        ap.error(f"--modes: expected forward, frozen, train, saturation and/or seqlen, got "
                  f"{args.modes!r}")
     if args.child:
         child(args)

@@ -1,10 +1,11 @@
 """The benchmark's sequence-length case: per-call cost against per-step cost.
 
-A forward call costs a fixed part (ours packs the weights, as DESIGN step 2 asks; ONNX Runtime
-packed them once when its session was made) plus a part per time step (at batch 1, streaming
-the recurrent weights). One inference shape is timed at three sequence lengths, every party
-and length interleaved in one run; a line through the shortest and the longest gives each
-party's cost per call and per step, which says which of the two a gap at that shape is made of.
+A forward call costs a fixed part (ours packs the weights, as DESIGN step 2 asks, unless the
+layer is frozen; ONNX Runtime packed them once when its session was made) plus a part per time
+step (at batch 1, streaming the recurrent weights). One inference shape is timed at three
+sequence lengths, every party and length interleaved in one run; a line through the shortest
+and the longest gives each party's cost per call and per step, which says which of the two a
+gap at that shape is made of.
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def seqlen_rows(s: dict, peers: list[str], threads: int, repeats: int) -> list[d
     Ts = lengths(s)
     runs = {}
     for T in Ts:
-        parties = make_parties({**s, "T": T}, peers, threads, np.random.default_rng(1),
-                               "forward")
+        shape = {**s, "T": T}
+        parties = make_parties(shape, peers, threads, np.random.default_rng(1), "forward")
+        frozen = make_parties(shape, [], threads, np.random.default_rng(1), "frozen")
+        parties["bnnslstm frozen"] = frozen["bnnslstm"]
         runs.update({(name, T): fn for name, fn in parties.items()})
     med = time_interleaved(runs, repeats)
     rows = []

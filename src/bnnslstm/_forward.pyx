@@ -125,8 +125,11 @@ cdef long allowed_threads(const LSTMPlan *p) noexcept nogil:
     return <long>p.n_threads if p.n_threads > 0 else online_cpus()
 
 cdef bint use_helper(const LSTMPlan *p) noexcept nogil:
-    """Is a second thread allowed and worth its hand-offs in the time loops?"""
-    return allowed_threads(p) >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS
+    """Is a second thread allowed and worth its hand-offs in the time loops? Not for one step
+    on frozen weights: starting it cost more than it saved (db_inf_h512_b1 at T = 1 after a
+    pause: 0.82 ms with it, 0.59 without; back to back 0.19-0.26 against 0.17-0.21)."""
+    return allowed_threads(p) >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS \
+        and not (p.frozen != NULL and p.S == 1)
 
 cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     """2 when the two directions of a bidirectional layer run at once, one per thread (each

@@ -179,7 +179,7 @@ class LSTM:
         """Do inference calls use weights packed once by ``freeze``?"""
         return self._packed is not None
 
-    def freeze(self) -> None:
+    def freeze(self) -> LSTM:
         """Pack W_x and W_h once, for every later ``forward(..., training=False)``.
 
         Without it each call packs them (as a BNNS call must, since it may see new weights
@@ -187,6 +187,7 @@ class LSTM:
         time. ONNX Runtime packs once, when its session is made; this does the same. Until
         ``unfreeze``, every parameter array is read-only, so that no change to the weights
         can go unseen: writing to one raises ``ValueError``. Training calls work as before.
+        Returns the layer.
         """
         I, D, H = self.input_size, self.num_directions, self.hidden_size
         x = np.zeros((1, 1, I), np.float32)     # the panels fit any batch size and length
@@ -195,11 +196,13 @@ class LSTM:
                   np.empty((self.num_layers, D, 1, H), np.float32))
         self._packed = pack_weights(self._params(1, 1, arrays, False), self._filter())
         self._set_writeable(False)
+        return self
 
-    def unfreeze(self) -> None:
+    def unfreeze(self) -> LSTM:
         """Back to packing per call; the parameter arrays are writable again."""
         self._packed = None
         self._set_writeable(True)
+        return self
 
     def _set_writeable(self, flag: bool) -> None:
         # The stores first when unfreezing: a view cannot be writable over a read-only base.

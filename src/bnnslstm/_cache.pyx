@@ -13,17 +13,12 @@ unaligned, as Apple's article allocates it with alignment 1):
 The capacity is exactly that plus 64 bytes of alignment slack.
 """
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
 from bnnslstm._checked cimport add_ovf, mul_ovf
 from bnnslstm._plan cimport NGATES, batch_at, plan_forward, set_error
 from bnnslstm.bnns cimport BNNSLayerParametersLSTM
-
-cdef extern from *:
-    """
-    #include <stdio.h>
-    """
-    int snprintf(char *s, size_t n, const char *fmt, ...) nogil
 
 cdef enum:
     ALIGN = 64

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """The entry points: validate, plan, allocate the workspace, run, free."""
 from libc.stdint cimport uint64_t
+from libc.stdio cimport snprintf
 
 from bnnslstm._backward cimport backward_workspace_bytes, lstm_backward
 from bnnslstm._cache cimport (
@@ -134,9 +135,6 @@ cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil:
 
 cdef void entry_release_workspace() noexcept nogil:
     release_block()
-
-cdef extern from "stdio.h":
-    int snprintf(char *s, size_t n, const char *fmt, ...) nogil
 
 cdef int entry_check_abi(int version, size_t params_size, size_t desc_size, int own_version,
                          size_t own_params_size, size_t own_desc_size) noexcept nogil:

@@ -20,6 +20,7 @@ The panels do not depend on the batch size or the sequence length, so one packin
 calls of any N and S. The capacity is exactly that plus 64 bytes of alignment slack.
 """
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
+from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
 from bnnslstm._checked cimport add_ovf, mul_ovf
@@ -27,12 +28,6 @@ from bnnslstm._gemm cimport pack_gates, packed_size
 from bnnslstm._memory cimport ws_alloc, ws_free
 from bnnslstm._plan cimport set_error
 from bnnslstm._weights cimport Weights, load_weights, weights_place, weights_regions
-
-cdef extern from *:
-    """
-    #include <stdio.h>
-    """
-    int snprintf(char *s, size_t n, const char *fmt, ...) nogil
 
 cdef enum:
     ALIGN = 64

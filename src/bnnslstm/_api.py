@@ -23,13 +23,13 @@ def _address(obj: Any, kind: type, name: str) -> int:
     return ctypes.addressof(obj)
 
 
-def _cache_buffer(cache: Any) -> tuple[int, int]:
-    """(address, capacity) of a writable buffer such as a numpy array or bytearray."""
-    if cache is None:
+def _buffer(obj: Any, name: str, writable: bool = True) -> tuple[int, int]:
+    """(address, capacity) of a buffer such as a numpy array or bytearray; (0, 0) for None."""
+    if obj is None:
         return 0, 0
-    arr = np.frombuffer(cache, dtype=np.uint8)
-    if not arr.flags.writeable:
-        raise TypeError("training_cache must be a writable buffer")
+    arr = np.frombuffer(obj, dtype=np.uint8)
+    if writable and not arr.flags.writeable:
+        raise TypeError(f"{name} must be a writable buffer")
     return (arr.ctypes.data if arr.size else 0), arr.size
 
 
@@ -44,7 +44,7 @@ def direct_apply_lstm_batch_training_caching(
     """
     addr = _address(params, LayerParametersLSTM, "params")
     faddr = _address(filter_params, FilterParameters, "filter_params")
-    cache, capacity = _cache_buffer(training_cache)
+    cache, capacity = _buffer(training_cache, "training_cache")
     if bnns._forward(addr, faddr, cache, capacity) != 0:
         raise BNNSError(bnns._last_error())
 
@@ -73,7 +73,7 @@ def direct_apply_lstm_batch_backward(
     addr = _address(params, LayerParametersLSTM, "params")
     daddr = _address(delta_params, LayerParametersLSTM, "delta_params")
     faddr = _address(filter_params, FilterParameters, "filter_params")
-    cache, capacity = _cache_buffer(training_cache)
+    cache, capacity = _buffer(training_cache, "training_cache")
     if bnns._backward(addr, daddr, faddr, cache, capacity) != 0:
         raise BNNSError(bnns._last_error())
 
@@ -112,8 +112,8 @@ def direct_apply_lstm_batch_packed(
     biases and peepholes come from the descriptors. GIL released."""
     addr = _address(params, LayerParametersLSTM, "params")
     faddr = _address(filter_params, FilterParameters, "filter_params")
-    buf = np.frombuffer(packed, dtype=np.uint8)
-    if bnns._forward_packed(addr, faddr, buf.ctypes.data if buf.size else 0, buf.size) != 0:
+    buf, capacity = _buffer(packed, "packed", writable=False)
+    if bnns._forward_packed(addr, faddr, buf, capacity) != 0:
         raise BNNSError(bnns._last_error())
 
 

@@ -68,8 +68,6 @@ cdef int pack_entry(const BNNSLayerParametersLSTM *layer_params,
     clear_error()
     if plan_forward(layer_params, filter_params, &plan):
         return -1
-    if packed == NULL:
-        return set_error(b"packed weights pointer is NULL")
     return frozen_pack(&plan, packed, capacity)
 
 cdef int packed_forward_entry(const BNNSLayerParametersLSTM *layer_params,

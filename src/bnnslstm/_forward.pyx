@@ -435,7 +435,8 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     # of W_x once: packed as it goes, not beforehand), or in chunks inside the time loop.
     x.x, x.ldx, x.in_w = xin, ldx, in_w
     x.steps = projection_steps(p, in_w)
-    x.packed = split_rows or frozen     # both threads read all of W_x: packed before they start
+    # Packed before the time loop: frozen, or both threads of a row split read all of W_x
+    x.packed = split_rows or frozen
     if x.steps >= p.S:
         x.steps = 0
         if frozen:

@@ -82,11 +82,13 @@ cdef int frozen_pack(const LSTMPlan *p, void *ptr, size_t capacity) noexcept nog
     cdef float *scratch
     cdef float *dst
     cdef int H = <int>p.H, in_w
+    if ptr == NULL:
+        return set_error(b"packed weights pointer is NULL")
     if check_capacity(p, capacity):
         return -1
     if weights_regions(p, &off, o) or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"packing workspace size overflows size_t")
-    scratch = <float *>ws_alloc(&p.filter, max(nbytes, <size_t>ALIGN))
+    scratch = <float *>ws_alloc(&p.filter, nbytes)
     if scratch == NULL:
         return set_error(b"could not allocate the packing workspace")
     weights_place(&w, scratch, o)

@@ -14,7 +14,7 @@ from bnnslstm._blas cimport current_sgemm
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
-from bnnslstm._forward cimport allowed_threads, use_helper
+from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, bl_helper, gemm_rm, helper_start, helper_stop, pack_panels_t, packed_size,
     pgemm, run_parts,
@@ -36,6 +36,11 @@ cdef extern from "_cellgrad.h" nogil:
                                               float *da_o, float *dc)
     void grad_cell_row "bl_grad_cell_row"(size_t H, const float *val, const float *der,
                                           const float *cprev, float *dc, float *da)
+    void grad_default_rows "bl_grad_default_rows"(size_t rows, size_t H, const float *pre,
+                                                  const float *cell, const float *cprev,
+                                                  const float *dy, size_t ldy,
+                                                  const float *dh_next, float *dc, float *da)
+    void add_rows "bl_add_rows"(size_t rows, size_t n, const float *a, size_t lda, float *acc)
 
 cdef extern from *:
     """
@@ -91,12 +96,13 @@ cdef struct BWork:
     float *dW       # [4H][Win] one weight gradient block
     float *dv       # [4H] bias or diagonal-peephole gradient
     float *whtp     # W_h^T packed for pgemm (the per-step dh = dA W_h)
+    float *dbsum    # [2][4H] column sums of dA, rows [0, N/2) and [N/2, N) of every step
 
 cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
     return p.W1 if p.L > 1 and p.W1 > p.In else p.In
 
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
-    cdef size_t o[22]
+    cdef size_t o[23]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
     if weights_regions(p, &off, o) \
             or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
@@ -109,6 +115,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, 4 * H, win if win > H else H, 1, &o[19]) \
             or region(&off, 4 * H, 1, 1, &o[20]) \
             or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]) \
+            or region(&off, 2, 4 * H, 1, &o[22]) \
             or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
@@ -118,7 +125,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.hprev, b.cprev, b.dh, b.dc = base + o[9], base + o[10], base + o[11], base + o[12]
         b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
-        b.whtp = base + o[21]
+        b.whtp, b.dbsum = base + o[21], base + o[22]
     return 0
 
 cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
@@ -204,18 +211,14 @@ cdef void previous_states(const LSTMPlan *p, BWork *b, size_t d, size_t t, size_
 # ---------------------------------------------------------------------------------------------
 # whole-sequence gradients after the time loop
 
-cdef void column_sums(const float *a, size_t lda, const float *scale, size_t lds, size_t rows,
-                      size_t n, float *out) noexcept nogil:
-    """out[j] = sum_r a[r][j] (* scale[r][j] when scale is given)."""
+cdef void scaled_column_sums(const float *a, size_t lda, const float *scale, size_t lds,
+                             size_t rows, size_t n, float *out) noexcept nogil:
+    """out[j] = sum_r a[r][j] * scale[r][j] (the diagonal peepholes' gradients)."""
     cdef size_t r, j
     memset(out, 0, n * sizeof(float))
     for r in range(rows):
-        if scale == NULL:
-            for j in range(n):
-                out[j] += a[r * lda + j]
-        else:
-            for j in range(n):
-                out[j] += a[r * lda + j] * scale[r * lds + j]
+        for j in range(n):
+            out[j] += a[r * lda + j] * scale[r * lds + j]
 
 cdef const WeightView *grad_input_view(const LSTMPlan *p, const GradGate *gg, int k, size_t l,
                                        size_t *idx) noexcept nogil:
@@ -248,7 +251,7 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
     cdef const GradPlan *gr = g.gr
     cdef BWork *b = g.b
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), in_w = g.in_w
-    cdef int k0 = 2 * part, k1 = k0 + 2, k, g0 = k0 * H, gn = 2 * H
+    cdef int k0 = 2 * part, k1 = k0 + 2, k, j, g0 = k0 * H, gn = 2 * H
     cdef int r0 = 0 if part == 0 else SN // 2, r1 = SN // 2 if part == 0 else SN
     cdef size_t idx
     # this part's scratch rows of dW ([4H][max(in_w, H)]): no overlap with the other part's
@@ -273,8 +276,9 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
         for k in range(k0, k1):
             if gr.gate[k].dwh.data != NULL:
                 scatter_matrix(&gr.gate[k].dwh, g.l, g.d, dW + (k - k0) * H * H, H, H)
-    if want_b:       # db = column sums of dA
-        column_sums(b.dA + g0, G, NULL, 0, SN, gn, dv)
+    if want_b:       # db: the two halves of the column sums of dA (backward_steps)
+        for j in range(gn):
+            dv[j] = b.dbsum[g0 + j] + b.dbsum[G + g0 + j]
         for k in range(k0, k1):
             if gr.gate[k].db.data != NULL:
                 scatter_vector(&gr.gate[k].db, g.l, g.d, dv + (k - k0) * H, H)
@@ -287,7 +291,8 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
                     g.cell if k == GATE_O else b.cprev, H, 0.0, dW, H)
             scatter_matrix(&gg.dwc, g.l, g.d, dW, H, H)
         else:
-            column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H, SN, H, dv)
+            scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H, SN,
+                               H, dv)
             scatter_vector(&gg.dwc, g.l, g.d, dv, H)
     if g.need_dx and r1 > r0:
         gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
@@ -301,10 +306,10 @@ cdef void gradients_task(void *arg, int part) noexcept nogil:
 
 cdef struct Steps:
     # One thread's share of a direction's steps back through time: batch rows [n0, n1) of
-    # every step, which depend on no other row (split at `split` between two threads).
+    # every step, which depend on no other row (split at N / 2 between two threads).
     const LSTMPlan *p
     BWork *b
-    size_t d, split
+    size_t d
     const float *pre
     const float *cell
     const float *y
@@ -312,10 +317,12 @@ cdef struct Steps:
 cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_t n1,
                          const float *pre, const float *cell, const float *y) noexcept nogil:
     """The recurrent chain back through time for batch rows [n0, n1): per step the gate
-    gradients dA (kept for the whole-sequence GEMMs) and dh, dc to the previous step."""
+    gradients dA (kept for the whole-sequence GEMMs), their column sums (db), and dh, dc to
+    the previous step."""
     cdef int H = <int>p.H, G = 4 * H, k, k2
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt, n_end
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt, n_end, split = N // 2
     cdef size_t ldc = <size_t>b.w.ldwc
+    cdef bint one_sweep = default_cell(p)
     cdef float *dA_t
     for step in range(S):                                   # back through time
         t = S - 1 - step if d == 0 else step
@@ -325,18 +332,30 @@ cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_
         previous_states(p, b, d, t, n0, n1, nt, y, cell)
         if n_end <= n0:
             continue
-        output_rows(p, b, n0, n_end, pre + t * N * G, cell + t * N * p.H,
-                    b.dY + t * N * DH + d * p.H, DH, dA_t)
-        if p.gate[GATE_O].peephole == PEEP_FULL:            # dc += da_o W_oc
-            gemm_rm(b'N', b'N', <int>(n_end - n0), H, H, 1.0, dA_t + n0 * G + 3 * H, G,
-                    b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc + n0 * H, H)
-        cell_rows(p, b, n0, n_end, b.cprev + t * N * p.H, dA_t)
-        k = 0
-        while full_peephole_run(p, &k, &k2):                # dc_prev += da_k W_kc (i, f, g)
-            gemm_rm(b'N', b'N', <int>(n_end - n0), H, (k2 - k) * H, 1.0,
-                    dA_t + n0 * G + k * H, G, b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0,
-                    b.dc + n0 * H, H)
-            k = k2
+        if one_sweep:
+            grad_default_rows(n_end - n0, p.H, pre + (t * N + n0) * G,
+                              cell + (t * N + n0) * p.H, b.cprev + (t * N + n0) * p.H,
+                              b.dY + (t * N + n0) * DH + d * p.H, DH, b.dh + n0 * p.H,
+                              b.dc + n0 * p.H, dA_t + n0 * G)
+        else:
+            output_rows(p, b, n0, n_end, pre + t * N * G, cell + t * N * p.H,
+                        b.dY + t * N * DH + d * p.H, DH, dA_t)
+            if p.gate[GATE_O].peephole == PEEP_FULL:        # dc += da_o W_oc
+                gemm_rm(b'N', b'N', <int>(n_end - n0), H, H, 1.0, dA_t + n0 * G + 3 * H, G,
+                        b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc + n0 * H, H)
+            cell_rows(p, b, n0, n_end, b.cprev + t * N * p.H, dA_t)
+            k = 0
+            while full_peephole_run(p, &k, &k2):            # dc_prev += da_k W_kc (i, f, g)
+                gemm_rm(b'N', b'N', <int>(n_end - n0), H, (k2 - k) * H, 1.0,
+                        dA_t + n0 * G + k * H, G, b.w.wc_cur + k * p.H * ldc, b.w.ldwc, 1.0,
+                        b.dc + n0 * H, H)
+                k = k2
+        # db: rows below N/2 and the others in two sums, whichever thread runs them, so
+        # that db is the same for any n_threads
+        if n0 < split:
+            add_rows(min(n_end, split) - n0, G, dA_t + n0 * G, G, b.dbsum)
+        if n_end > split:
+            add_rows(n_end - max(n0, split), G, dA_t + max(n0, split) * G, G, b.dbsum + G)
         # dh_prev = dA W_h (rows of inactive samples keep their gradient); the panel order
         # alternates as in the forward
         pgemm(NULL, <int>(n_end - n0), 1, H, G, dA_t + n0 * G, G, b.whtp, 0.0, b.dh + n0 * H,
@@ -344,7 +363,8 @@ cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_
 
 cdef void steps_task(void *arg, int part) noexcept nogil:
     cdef Steps *s = <Steps *>arg
-    backward_steps(s.p, s.b, s.d, 0 if part == 0 else s.split, s.split if part == 0 else s.p.N,
+    cdef size_t split = s.p.N // 2
+    backward_steps(s.p, s.b, s.d, 0 if part == 0 else split, split if part == 0 else s.p.N,
                    s.pre, s.cell, s.y)
 
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
@@ -361,7 +381,8 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     load_state(&p.c0, l, d, N, p.H, b.c0)
     load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
     load_state(&gr.dcn, l, d, N, p.H, b.dc)
-    steps.p, steps.b, steps.d, steps.split = p, b, d, N // 2
+    memset(b.dbsum, 0, 8 * p.H * sizeof(float))
+    steps.p, steps.b, steps.d = p, b, d
     steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
     steps.y = cache_y(p, cache, l)
     grads.p, grads.gr, grads.b, grads.l, grads.d = p, gr, b, l, d

@@ -206,3 +206,24 @@ def test_training_forward_outputs_equal_inference(rng):
     bl.direct_apply_lstm_batch_training_caching(training.params, None, cache)
     for a, b in zip(inference.outputs(), training.outputs(), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bidir", [False, True])
+def test_default_cell_with_sequence_batch_sizes(rng, bidir):
+    # default activations, no peepholes: the one-sweep pass, db summed in the time loop and
+    # dX in it, with inactive samples at some steps
+    p = random_problem(rng, I=6, H=20, N=5, S=6, L=2, bidir=bidir, lengths=[6, 6, 4, 2, 1])
+    got = check(p, rng)
+    for n, length in enumerate([6, 6, 4, 2, 1]):
+        assert np.all(got["x"][length:, n] == 0.0)
+
+
+def test_dx_after_the_loop_for_large_weights(rng):
+    # W_x and W_h packed are more than the time loop keeps in cache at H = 512: dX is one
+    # product after the loop; at H = 20 it runs in the loop
+    from bnnslstm._backward import _dx_after_loop
+    for H, after in ((512, 2), (20, 0)):
+        p = random_problem(rng, I=4, H=H, N=3, S=3, bidir=True, lengths=[3, 2, 1], scale=0.1)
+        before = _dx_after_loop()
+        check(p, rng)
+        assert _dx_after_loop() - before == after

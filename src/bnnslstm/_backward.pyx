@@ -1,10 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The backward pass (spec 4.3, D7, D8) from a filled training cache (DESIGN step 5).
 
-Per (layer, direction), going back through time: only the recurrent chain runs per step
-(dh_prev = dA W_h, the cell chain, and the peepholes); the gate pre-activation gradients dA of
-every step are kept, so that dX, dW_x, dW_h, dW_c and db are whole-sequence GEMMs (or column
-sums) after the loop, as oneDNN does. Layers run top to bottom; a layer's dX, through the
+Per (layer, direction), going back through time: per step the recurrent chain (dh_prev =
+dA W_h, the cell chain, and the peepholes), and while the step's gate pre-activation gradients
+dA are in cache, what needs no other step: the column sums of db and, when the weights stay in
+cache, dX = dA W_x. dA of every step is kept, so that dW_x, dW_h and dW_c (and dX with larger
+weights) are whole-sequence GEMMs after the loop, as oneDNN does. Layers run top to bottom; a layer's dX, through the
 dropout mask, is the dY of the layer below.
 """
 from libc.string cimport memcpy, memset
@@ -47,10 +48,12 @@ cdef extern from *:
     #include <stdatomic.h>
     static atomic_ulong bl_backward_helper_loops;   /* time loops split in two (tests) */
     static atomic_ulong bl_backward_helper_products;   /* products split in two (tests) */
+    static atomic_ulong bl_backward_dx_after;   /* dX as one product after the loop (tests) */
     """
-    void count_helper_loop "atomic_fetch_add"(void *counter, unsigned long n) nogil
+    void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops
     unsigned long bl_backward_helper_products
+    unsigned long bl_backward_dx_after
 
 cdef extern from "_blasthreads.h" nogil:
     bint blas_single_enter "bl_blas_single_enter"(const void *sgemm_addr)
@@ -61,6 +64,10 @@ def _helper_loops() -> int:
     return bl_backward_helper_loops
 
 cdef enum:
+    # dX = dA W_x runs in the time loop, step by step, when W_x and W_h packed together stay
+    # in cache (t150 backward 4.5% faster at 1 thread, stack2 2%); larger weights would
+    # stream from memory at every step (h1024: 3% slower), so their dX is one product after it
+    LOOP_DX_MAX_WEIGHT_BYTES = 4 << 20
     # The products' multiply-adds from which the helper pays for its start and stop (55-59 us,
     # measured through _forward._pgemm on a 1x16x16 product)
     PRODUCTS_MIN_MACS = 1 << 22
@@ -71,6 +78,10 @@ def _blas_single_threads() -> bool:
     if entered:
         blas_single_leave()
     return entered
+
+def _dx_after_loop() -> int:
+    """How many (layer, direction)s so far computed dX after the time loop (tests)."""
+    return bl_backward_dx_after
 
 def _helper_products() -> int:
     """How many (layer, direction)s so far ran their whole-sequence products on our two
@@ -96,13 +107,19 @@ cdef struct BWork:
     float *dW       # [4H][Win] one weight gradient block
     float *dv       # [4H] bias or diagonal-peephole gradient
     float *whtp     # W_h^T packed for pgemm (the per-step dh = dA W_h)
+    float *wxtp     # W_x^T packed for pgemm (the per-step dX = dA W_x)
     float *dbsum    # [2][4H] column sums of dA, rows [0, N/2) and [N/2, N) of every step
 
 cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
     return p.W1 if p.L > 1 and p.W1 > p.In else p.In
 
+cdef bint loop_dx(const LSTMPlan *p) noexcept nogil:
+    """Does the time loop compute dX (see LOOP_DX_MAX_WEIGHT_BYTES)?"""
+    return (packed_size(<int>input_width(p), <int>(4 * p.H))
+            + packed_size(<int>p.H, <int>(4 * p.H))) * sizeof(float) <= LOOP_DX_MAX_WEIGHT_BYTES
+
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
-    cdef size_t o[23]
+    cdef size_t o[24]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
     if weights_regions(p, &off, o) \
             or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
@@ -116,6 +133,8 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, 4 * H, 1, 1, &o[20]) \
             or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]) \
             or region(&off, 2, 4 * H, 1, &o[22]) \
+            or region(&off, packed_size(<int>win, <int>(4 * H)) if loop_dx(p) else 0, 1, 1,
+                      &o[23]) \
             or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
@@ -125,7 +144,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.hprev, b.cprev, b.dh, b.dc = base + o[9], base + o[10], base + o[11], base + o[12]
         b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
-        b.whtp, b.dbsum = base + o[21], base + o[22]
+        b.whtp, b.dbsum, b.wxtp = base + o[21], base + o[22], base + o[23]
     return 0
 
 cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
@@ -231,7 +250,8 @@ cdef const WeightView *grad_input_view(const LSTMPlan *p, const GradGate *gg, in
 
 cdef struct Grads:
     # The whole-sequence products of one (layer, direction), in two parts that depend on no
-    # other: part q takes gates [2q, 2q + 2) of every weight gradient and half of dX's rows.
+    # other: part q takes gates [2q, 2q + 2) of every weight gradient and half of dX's rows
+    # (when the time loop did not compute dX).
     # Always these two, one after the other when there is no helper: a BLAS sums a product's
     # rows differently when they are cut elsewhere, so the cut must not depend on n_threads.
     # When OpenBLAS is made single-threaded for them, it is whatever n_threads is, likewise.
@@ -242,11 +262,12 @@ cdef struct Grads:
     const float *xin
     const float *cell
     int ldx, in_w
-    bint need_dx
+    bint dx_after
 
 cdef void gradients_part(const Grads *g, int part) noexcept nogil:
     """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
-    then dX (+)= dA W_x on this part's rows (summed over the directions)."""
+    then, when the time loop did not, dX (+)= dA W_x on this part's rows (summed over the
+    directions)."""
     cdef const LSTMPlan *p = g.p
     cdef const GradPlan *gr = g.gr
     cdef BWork *b = g.b
@@ -294,7 +315,7 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
             scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H, SN,
                                H, dv)
             scatter_vector(&gg.dwc, g.l, g.d, dv, H)
-    if g.need_dx and r1 > r0:
+    if g.dx_after and r1 > r0:
         gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
                 b.w.ldwx, 0.0 if g.d == 0 else 1.0, b.dX + <size_t>r0 * in_w, in_w)
 
@@ -313,23 +334,33 @@ cdef struct Steps:
     const float *pre
     const float *cell
     const float *y
+    int in_w
+    bint dx_in_loop
 
-cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_t n1,
-                         const float *pre, const float *cell, const float *y) noexcept nogil:
+cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
     """The recurrent chain back through time for batch rows [n0, n1): per step the gate
-    gradients dA (kept for the whole-sequence GEMMs), their column sums (db), and dh, dc to
-    the previous step."""
-    cdef int H = <int>p.H, G = 4 * H, k, k2
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt, n_end, split = N // 2
+    gradients dA (kept for the whole-sequence GEMMs), their column sums (db), dX, and dh, dc
+    to the previous step."""
+    cdef const LSTMPlan *p = s.p
+    cdef BWork *b = s.b
+    cdef size_t d = s.d
+    cdef const float *pre = s.pre
+    cdef const float *cell = s.cell
+    cdef int H = <int>p.H, G = 4 * H, in_w = s.in_w, k, k2
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, t, nt, n_end, n_off, split = N // 2
     cdef size_t ldc = <size_t>b.w.ldwc
     cdef bint one_sweep = default_cell(p)
     cdef float *dA_t
+    cdef float *dX_t
     for step in range(S):                                   # back through time
         t = S - 1 - step if d == 0 else step
         nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
         n_end = min(n1, nt)
-        dA_t = b.dA + t * N * G
-        previous_states(p, b, d, t, n0, n1, nt, y, cell)
+        dA_t, dX_t = b.dA + t * N * G, b.dX + t * N * in_w
+        previous_states(p, b, d, t, n0, n1, nt, s.y, cell)
+        if s.dx_in_loop and d == 0 and n_end < n1:         # inactive samples: dX is 0
+            n_off = max(n0, n_end)
+            memset(dX_t + n_off * in_w, 0, (n1 - n_off) * in_w * sizeof(float))
         if n_end <= n0:
             continue
         if one_sweep:
@@ -360,12 +391,15 @@ cdef void backward_steps(const LSTMPlan *p, BWork *b, size_t d, size_t n0, size_
         # alternates as in the forward
         pgemm(NULL, <int>(n_end - n0), 1, H, G, dA_t + n0 * G, G, b.whtp, 0.0, b.dh + n0 * H,
               H, step & 1)
+        # dX (+)= dA W_x, summed over the directions, while dA is in cache
+        if s.dx_in_loop:
+            pgemm(NULL, <int>(n_end - n0), 1, in_w, G, dA_t + n0 * G, G, b.wxtp,
+                  0.0 if d == 0 else 1.0, dX_t + n0 * in_w, in_w, step & 1)
 
 cdef void steps_task(void *arg, int part) noexcept nogil:
     cdef Steps *s = <Steps *>arg
     cdef size_t split = s.p.N // 2
-    backward_steps(s.p, s.b, s.d, 0 if part == 0 else split, split if part == 0 else s.p.N,
-                   s.pre, s.cell, s.y)
+    backward_steps(s, 0 if part == 0 else split, split if part == 0 else s.p.N)
 
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                              BWork *b, size_t l, size_t d, const float *xin, int ldx,
@@ -377,6 +411,12 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     cdef bint helper_on = False, split_loop, split_products, single
     load_weights(p, &b.w, l, d, in_w)
     pack_panels_t(<int>p.H, <int>(4 * p.H), b.w.wh_cur, b.w.ldwh, b.whtp)
+    steps.dx_in_loop = need_dx and loop_dx(p)
+    grads.dx_after = need_dx and not steps.dx_in_loop
+    if grads.dx_after:
+        count_event(&bl_backward_dx_after, 1)
+    if steps.dx_in_loop:
+        pack_panels_t(in_w, <int>(4 * p.H), b.w.wx_cur, b.w.ldwx, b.wxtp)
     load_state(&p.h0, l, d, N, p.H, b.h0)
     load_state(&p.c0, l, d, N, p.H, b.c0)
     load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
@@ -384,10 +424,9 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     memset(b.dbsum, 0, 8 * p.H * sizeof(float))
     steps.p, steps.b, steps.d = p, b, d
     steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
-    steps.y = cache_y(p, cache, l)
+    steps.y, steps.in_w = cache_y(p, cache, l), in_w
     grads.p, grads.gr, grads.b, grads.l, grads.d = p, gr, b, l, d
     grads.xin, grads.cell, grads.ldx, grads.in_w = xin, steps.cell, ldx, in_w
-    grads.need_dx = need_dx
     # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the
     # time loop (full peepholes call the BLAS inside the loop: they stay on one thread), and
     # half of the whole-sequence products after it with OpenBLAS single-threaded, so that its
@@ -398,14 +437,15 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     if split_loop and helper_start(&helper):
         helper_on = True
         run_parts(&helper, steps_task, &steps)
-        count_helper_loop(&bl_backward_helper_loops, 1)
+        count_event(&bl_backward_helper_loops, 1)
     else:
-        backward_steps(p, b, d, 0, N, steps.pre, steps.cell, steps.y)
+        backward_steps(&steps, 0, N)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
     single = blas_single_enter(current_sgemm())
     split_products = single and allowed_threads(p) >= 2 \
-        and p.S * N * 4 * p.H * (2 * <size_t>in_w + p.H) >= PRODUCTS_MIN_MACS
+        and p.S * N * 4 * p.H * (<size_t>in_w * (2 if grads.dx_after else 1) + p.H) \
+        >= PRODUCTS_MIN_MACS
     if helper_on and not split_products:
         helper_stop(&helper)
         helper_on = False
@@ -414,7 +454,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     if helper_on:
         run_parts(&helper, gradients_task, &grads)
         helper_stop(&helper)
-        count_helper_loop(&bl_backward_helper_products, 1)
+        count_event(&bl_backward_helper_products, 1)
     else:
         run_parts(NULL, gradients_task, &grads)
     if single:

@@ -208,22 +208,17 @@ def test_training_forward_outputs_equal_inference(rng):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("H, N, after", [(20, 32, False), (20, 31, True), (512, 32, True)])
 @pytest.mark.parametrize("bidir", [False, True])
-def test_default_cell_with_sequence_batch_sizes(rng, bidir):
-    # default activations, no peepholes: the one-sweep pass, db summed in the time loop and
-    # dX in it, with inactive samples at some steps
-    p = random_problem(rng, I=6, H=20, N=5, S=6, L=2, bidir=bidir, lengths=[6, 6, 4, 2, 1])
-    got = check(p, rng)
-    for n, length in enumerate([6, 6, 4, 2, 1]):
-        assert np.all(got["x"][length:, n] == 0.0)
-
-
-def test_dx_after_the_loop_for_large_weights(rng):
-    # W_x and W_h packed are more than the time loop keeps in cache at H = 512: dX is one
-    # product after the loop; at H = 20 it runs in the loop
+def test_dx_in_or_after_the_loop(rng, H, N, after, bidir):
+    # default cell (the one-sweep pass, db summed in the time loop) with inactive samples at
+    # some steps; dX runs in the time loop from 32 rows on, unless W_x and W_h packed exceed
+    # what stays in cache (H = 512), when it is one product after the loop
     from bnnslstm._backward import _dx_after_loop
-    for H, after in ((512, 2), (20, 0)):
-        p = random_problem(rng, I=4, H=H, N=3, S=3, bidir=True, lengths=[3, 2, 1], scale=0.1)
-        before = _dx_after_loop()
-        check(p, rng)
-        assert _dx_after_loop() - before == after
+    lengths = [3] * (N - 12) + [2] * 6 + [1] * 5 + [0]
+    p = random_problem(rng, I=4, H=H, N=N, S=3, bidir=bidir, lengths=lengths, scale=0.1)
+    before = _dx_after_loop()
+    got = check(p, rng)
+    assert _dx_after_loop() - before == (1 + bidir if after else 0)
+    for n, length in enumerate(lengths):
+        assert np.all(got["x"][length:, n] == 0.0)     # padded steps of x get no gradient

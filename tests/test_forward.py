@@ -277,15 +277,16 @@ for bidir, layers, n, lengths in cases:
         assert np.array_equal(a, b)
 # training: the split forward must keep the same cache, and the backward's time loops split
 # in batch rows (one per layer and direction), and its products split in gates and rows on
-# the two threads (OpenBLAS at 2 threads or fewer), must give the same gradients
-x = rng.standard_normal((9, 21, 40)).astype(np.float32)
-for bidir in (False, True):
-    dy = rng.standard_normal((9, 21, (1 + bidir) * 168)).astype(np.float32)
+# the two threads (OpenBLAS at 2 threads or fewer), must give the same gradients; with 21
+# rows dX is a product after the time loop, with 40 the loop's threads compute it
+for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
+    x = rng.standard_normal((9, n, 40)).astype(np.float32)
+    dy = rng.standard_normal((9, n, (1 + bidir) * 168)).astype(np.float32)
     outs = []
     for threads in (1, 2):
         lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
         lstm.n_threads = threads
-        y, _ = lstm.forward(x, lengths=[9] * 10 + [4] * 11, training=True)
+        y, _ = lstm.forward(x, lengths=[9] * (n // 2) + [4] * (n - n // 2), training=True)
         before, before_products = _helper_loops(), _helper_products()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
         assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)

@@ -65,9 +65,13 @@ def _helper_loops() -> int:
 
 cdef enum:
     # dX = dA W_x runs in the time loop, step by step, when W_x and W_h packed together stay
-    # in cache (t150 backward 4.5% faster at 1 thread, stack2 2%); larger weights would
-    # stream from memory at every step (h1024: 3% slower), so their dX is one product after it
+    # in cache (t150 backward 4.5% faster at 1 thread, 6% at 2); larger weights would stream
+    # from memory at every step (h1024: 3% slower), so their dX is one product after it ...
     LOOP_DX_MAX_WEIGHT_BYTES = 4 << 20
+    # ... as it is for small batches, which stream the weights for few rows (stack2, N = 16:
+    # 1% faster at 1 thread, 6% slower at 2, where each thread has 8 rows). Not a bound on
+    # rows per thread: dX must not depend on n_threads.
+    LOOP_DX_MIN_ROWS = 32
     # The products' multiply-adds from which the helper pays for its start and stop (55-59 us,
     # measured through _forward._pgemm on a 1x16x16 product)
     PRODUCTS_MIN_MACS = 1 << 22
@@ -115,8 +119,9 @@ cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
 
 cdef bint loop_dx(const LSTMPlan *p) noexcept nogil:
     """Does the time loop compute dX (see LOOP_DX_MAX_WEIGHT_BYTES)?"""
-    return (packed_size(<int>input_width(p), <int>(4 * p.H))
-            + packed_size(<int>p.H, <int>(4 * p.H))) * sizeof(float) <= LOOP_DX_MAX_WEIGHT_BYTES
+    cdef size_t weights = packed_size(<int>input_width(p), <int>(4 * p.H)) \
+        + packed_size(<int>p.H, <int>(4 * p.H))
+    return p.N >= LOOP_DX_MIN_ROWS and weights * sizeof(float) <= LOOP_DX_MAX_WEIGHT_BYTES
 
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
     cdef size_t o[24]

@@ -2,11 +2,11 @@
 """The backward pass (spec 4.3, D7, D8) from a filled training cache (DESIGN step 5).
 
 Per (layer, direction), going back through time: per step the recurrent chain (dh_prev =
-dA W_h, the cell chain, and the peepholes), and while the step's gate pre-activation gradients
-dA are in cache, what needs no other step: the column sums of db and, when the weights stay in
-cache, dX = dA W_x. dA of every step is kept, so that dW_x, dW_h and dW_c (and dX with larger
-weights) are whole-sequence GEMMs after the loop, as oneDNN does. Layers run top to bottom; a layer's dX, through the
-dropout mask, is the dY of the layer below.
+dA W_h, the cell chain, and the peepholes), and, while the step's gate pre-activation
+gradients dA are in cache, what needs no other step: the column sums of db and (when the
+weights stay in cache) dX = dA W_x. dA of every step is kept, so that dW_x, dW_h and dW_c (and
+otherwise dX) are whole-sequence GEMMs after the loop, as oneDNN does. Layers run top to
+bottom; a layer's dX, through the dropout mask, is the dY of the layer below.
 """
 from libc.string cimport memcpy, memset
 

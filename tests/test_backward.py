@@ -208,15 +208,19 @@ def test_training_forward_outputs_equal_inference(rng):
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("H, N, after", [(20, 32, False), (20, 31, True), (512, 32, True)])
+@pytest.mark.parametrize("H, N, after, peephole", [
+    (20, 32, False, None), (20, 31, True, None), (512, 32, True, None),
+    (20, 32, False, "full"), (20, 32, False, "diag")])
 @pytest.mark.parametrize("bidir", [False, True])
-def test_dx_in_or_after_the_loop(rng, H, N, after, bidir):
-    # default cell (the one-sweep pass, db summed in the time loop) with inactive samples at
-    # some steps; dX runs in the time loop from 32 rows on, unless W_x and W_h packed exceed
-    # what stays in cache (H = 512), when it is one product after the loop
+def test_dx_in_or_after_the_loop(rng, H, N, after, peephole, bidir):
+    # db summed in the time loop (the default cell's one-sweep pass without peepholes, the
+    # general pass with them), with inactive samples at some steps; dX runs in the time loop
+    # from 32 rows on, unless W_x and W_h packed exceed what stays in cache (H = 512), when it
+    # is one product after the loop
     from bnnslstm._backward import _dx_after_loop
     lengths = [3] * (N - 12) + [2] * 6 + [1] * 5 + [0]
-    p = random_problem(rng, I=4, H=H, N=N, S=3, bidir=bidir, lengths=lengths, scale=0.1)
+    p = random_problem(rng, I=4, H=H, N=N, S=3, bidir=bidir, lengths=lengths, scale=0.1,
+                       peephole=peephole)
     before = _dx_after_loop()
     got = check(p, rng)
     assert _dx_after_loop() - before == (1 + bidir if after else 0)

@@ -13,11 +13,10 @@ unaligned, as Apple's article allocates it with alignment 1):
 The capacity is exactly that plus 64 bytes of alignment slack.
 """
 from libc.stdint cimport uint32_t, uint64_t, uintptr_t
-from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
 from bnnslstm._checked cimport add_ovf, mul_ovf
-from bnnslstm._plan cimport NGATES, batch_at, plan_forward, set_error
+from bnnslstm._plan cimport NGATES, batch_at, check_capacity, plan_forward, set_error
 from bnnslstm.bnns cimport BNNSLayerParametersLSTM
 
 cdef enum:
@@ -101,15 +100,9 @@ cdef uint64_t params_hash(const LSTMPlan *p) noexcept nogil:
 
 cdef int cache_open(const LSTMPlan *p, void *ptr, size_t capacity, Cache *c) noexcept nogil:
     """Lay the cache out in the caller's buffer (D11: capacity below the minimum is -1)."""
-    cdef char msg[160]
-    cdef size_t need = cache_capacity(p)
-    if need == 0:
+    if check_capacity(capacity, cache_capacity(p), b"training_cache_capacity",
+                      b"BNNSComputeLSTMTrainingCacheCapacity"):
         return -1
-    if capacity < need:
-        snprintf(msg, sizeof(msg), "training_cache_capacity is %zu bytes, below the %zu that "
-                 "BNNSComputeLSTMTrainingCacheCapacity returns for these parameters",
-                 capacity, need)
-        return set_error(msg)
     cache_layout(p, c)
     c.base = <char *>((<uintptr_t>ptr + ALIGN - 1) & ~(<uintptr_t>ALIGN - 1))
     return 0

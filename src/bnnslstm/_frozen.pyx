@@ -26,7 +26,7 @@ from libc.string cimport memcpy
 from bnnslstm._checked cimport add_ovf, mul_ovf
 from bnnslstm._gemm cimport pack_gates, packed_size
 from bnnslstm._memory cimport ws_alloc, ws_free
-from bnnslstm._plan cimport set_error
+from bnnslstm._plan cimport check_capacity, set_error
 from bnnslstm._weights cimport Weights, load_weights, weights_place, weights_regions
 
 cdef enum:
@@ -62,16 +62,9 @@ cdef char *panels(const void *ptr) noexcept nogil:
     """Where the panels start in a buffer at ptr: the first aligned address past the header."""
     return <char *>((<uintptr_t>ptr + HEADER + ALIGN - 1) & ~(<uintptr_t>ALIGN - 1))
 
-cdef int check_capacity(const LSTMPlan *p, size_t capacity) noexcept nogil:
-    cdef char msg[160]
-    cdef size_t need = frozen_capacity(p)
-    if need == 0:
-        return -1
-    if capacity < need:
-        snprintf(msg, sizeof(msg), "packed weights capacity is %zu bytes, below the %zu that "
-                 "bnnslstm_packed_weights_capacity returns for these parameters", capacity, need)
-        return set_error(msg)
-    return 0
+cdef int check_packed_capacity(const LSTMPlan *p, size_t capacity) noexcept nogil:
+    return check_capacity(capacity, frozen_capacity(p), b"packed weights capacity",
+                          b"bnnslstm_packed_weights_capacity")
 
 cdef int frozen_pack(const LSTMPlan *p, void *ptr, size_t capacity) noexcept nogil:
     """Pack the plan's W_x and W_h into the caller's buffer; nothing is written on failure."""
@@ -84,7 +77,7 @@ cdef int frozen_pack(const LSTMPlan *p, void *ptr, size_t capacity) noexcept nog
     cdef int H = <int>p.H, in_w
     if ptr == NULL:
         return set_error(b"packed weights pointer is NULL")
-    if check_capacity(p, capacity):
+    if check_packed_capacity(p, capacity):
         return -1
     if weights_regions(p, &off, o) or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"packing workspace size overflows size_t")
@@ -114,7 +107,7 @@ cdef int frozen_open(LSTMPlan *p, const void *ptr, size_t capacity) noexcept nog
     if ptr == NULL:
         return set_error(b"packed weights pointer is NULL")
     if capacity < HEADER:       # the header first: a buffer for other sizes says so
-        return check_capacity(p, capacity)
+        return check_packed_capacity(p, capacity)
     memcpy(&hd, ptr, sizeof(hd))
     if hd.magic != MAGIC or hd.version != VERSION:
         return set_error(b"packed weights were not made by bnnslstm_pack_weights")
@@ -126,7 +119,7 @@ cdef int frozen_open(LSTMPlan *p, const void *ptr, size_t capacity) noexcept nog
                  "num_layers %zu, %zu direction(s); these parameters have %zu, %zu, %zu, %zu",
                  <size_t>hd.In, <size_t>hd.H, <size_t>hd.L, <size_t>hd.D, p.In, p.H, p.L, p.D)
         return set_error(msg)
-    if check_capacity(p, capacity):
+    if check_packed_capacity(p, capacity):
         return -1
     p.frozen = <const float *>panels(ptr)
     return 0

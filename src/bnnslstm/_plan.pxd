@@ -94,5 +94,9 @@ cdef const WeightView *input_weights(const GatePlan *g, size_t layer, size_t *in
 
 # Thread-local error message (D20).
 cdef int set_error(const char *msg) noexcept nogil
+# A caller's buffer (training cache, packed weights) against the size its capacity function
+# returns.
+cdef int check_capacity(size_t capacity, size_t need, const char *what,
+                        const char *source) noexcept nogil
 cdef const char *last_error() noexcept nogil
 cdef void clear_error() noexcept nogil

@@ -48,6 +48,18 @@ cdef size_t ADDRESS_LIMIT = (<size_t>1) << 57
 cdef int set_error(const char *msg) noexcept nogil:
     return failf("%s", msg)
 
+cdef int check_capacity(size_t capacity, size_t need, const char *what,
+                        const char *source) noexcept nogil:
+    """0 if a caller's buffer of `capacity` bytes holds the `need` bytes that `source` returns
+    for these parameters, else -1 with a message (need 0: the parameters were invalid and the
+    message is already set)."""
+    if need == 0:
+        return -1
+    if capacity < need:
+        return failf("%s is %zu bytes, below the %zu that %s returns for these parameters",
+                     what, capacity, need, source)
+    return 0
+
 cdef const char *last_error() noexcept nogil:
     return bl_errmsg()
 

@@ -105,3 +105,25 @@ def test_bench_compares_blas_back_ends(tmp_path):
     assert proc.returncode == 0, proc.stderr
     first = names.split(",")[0]
     assert f"bnnslstm[{first}] ms" in proc.stdout
+
+
+def test_geometric_means_state_both_ceilings():
+    from bnnslstm._bench import markdown
+
+    def row(shape: str, ours_ms: float, torch_ms: float, gflops: float) -> dict:
+        return {"mode": "train", "shape": shape, "threads": 1, "ms": {"bnnslstm": ours_ms,
+                "torch": torch_ms}, "gflops": gflops, "peak_fraction": gflops / 200.0,
+                "fma_fraction": gflops / 250.0, "sgemm_peak_gflops": 200.0,
+                "fma_peak_gflops": 250.0, "ratio": {"torch": torch_ms / ours_ms},
+                "ceiling": {"torch": torch_ms / ours_ms * 250.0 / gflops}}
+
+    # ours at 100 and 160 GFLOP/s: at the sgemm peak (200) torch/ours would be 1.2 * 2 = 2.4
+    # and 1.5 * 1.25 = 1.875, geometric mean sqrt(4.5) = 2.12; at the FMA peak 3.0 and 2.34
+    res = {"env": "autodetect", "blas": {"architecture": "X"}, "OPENBLAS_CORETYPE": None,
+           "rows": [row("a", 10.0, 12.0, 100.0), row("b", 10.0, 15.0, 160.0)],
+           "saturation": [], "seqlen": []}
+    text = markdown([res])
+    assert ("**1.34** (ceiling 2.65: ours at the FMA peak 250 GFLOP/s; 2.12 at the sgemm peak "
+            "200 GFLOP/s)") in text
+    res["env"] = "as-given"     # a half-speed sgemm there: no such ceiling
+    assert "**1.34** (ceiling 2.65: ours at the FMA peak 250 GFLOP/s)\n" in markdown([res])

@@ -258,7 +258,7 @@ def test_stacked_weights_are_used_in_place(rng):
 HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
 from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
-from bnnslstm._forward import _helper_calls
+from bnnslstm._forward import _helper_calls, _unit_splits
 rng = np.random.default_rng(0)
 # unidirectional: the panels (1 row) or batch rows (21) are split; bidirectional: the two
 # directions run at once, one per thread
@@ -275,10 +275,27 @@ for bidir, layers, n, lengths in cases:
     assert _helper_calls() == before + 1, "the helper thread did not run"
     for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
         assert np.array_equal(a, b)
-# training: the split forward must keep the same cache, and the backward's time loops split
-# in batch rows (one per layer and direction), and its products split in gates and rows on
-# the two threads (OpenBLAS at 2 threads or fewer), must give the same gradients; with 21
-# rows dX is a product after the time loop, with 40 the loop's threads compute it
+# the default cell's time loops split the units instead (each thread all rows, half of every
+# gate's panels: 5 and 6 of the 11, the last one partial), as given, packed once, and with
+# lengths (padded outputs 0, h_n and c_n from each sample's last step)
+x = rng.standard_normal((9, 21, 40)).astype(np.float32)
+for frozen, lengths in ((False, None), (True, None), (False, [9] * 10 + [4] * 10 + [1])):
+    lstm = bl.LSTM(40, 168, 2, seed=1)
+    if frozen:
+        lstm.freeze()
+    lstm.n_threads = 1
+    one = lstm.forward(x, lengths=lengths)
+    before = _unit_splits()
+    lstm.n_threads = 2
+    two = lstm.forward(x, lengths=lengths)
+    assert _unit_splits() == before + 2, "the time loops did not split the units"
+    for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
+        assert np.array_equal(a, b)
+# training: the split forward (units, unidirectional) must keep the same cache, and the
+# backward's time loops split in batch rows (one per layer and direction), and its products
+# split in gates and rows on the two threads (OpenBLAS at 2 threads or fewer), must give the
+# same gradients; with 21 rows dX is a product after the time loop, with 40 the loop's threads
+# compute it
 for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
     dy = rng.standard_normal((9, n, (1 + bidir) * 168)).astype(np.float32)
@@ -286,7 +303,9 @@ for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
     for threads in (1, 2):
         lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
         lstm.n_threads = threads
+        before_units = _unit_splits()
         y, _ = lstm.forward(x, lengths=[9] * (n // 2) + [4] * (n - n // 2), training=True)
+        assert _unit_splits() - before_units == (2 if threads == 2 and not bidir else 0)
         before, before_products = _helper_loops(), _helper_products()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
         assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)

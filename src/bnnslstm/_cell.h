@@ -13,13 +13,14 @@
 #include "_activations.h"
 #include "_isa.h"
 
-/* One unit row: gates g [4][H] (order i f g o, not modified), bias [4][H]; c [H] becomes the
- * new cell state, h [H] the new hidden state; keep: also store the pre-activations in pre. */
+/* Units [0, U) of one row: gates g [4][H] (order i f g o, gate stride H, not modified), bias
+ * [4][H]; c [U] becomes the new cell state, h [U] the new hidden state; keep: also store the
+ * pre-activations in pre (gate stride H). */
 static inline __attribute__((always_inline)) void
-bl_cell_row(size_t H, const float *restrict g, const float *restrict b, float *restrict c,
-            float *restrict h, float *restrict pre, int keep)
+bl_cell_row(size_t U, size_t H, const float *restrict g, const float *restrict b,
+            float *restrict c, float *restrict h, float *restrict pre, int keep)
 {
-    for (size_t j = 0; j < H; j++) {
+    for (size_t j = 0; j < U; j++) {
         float ai = g[j] + b[j], af = g[H + j] + b[H + j];
         float ag = g[2 * H + j] + b[2 * H + j], ao = g[3 * H + j] + b[3 * H + j];
         if (keep) {
@@ -34,16 +35,19 @@ bl_cell_row(size_t H, const float *restrict g, const float *restrict b, float *r
     }
 }
 
-/* Rows [0, rows) of a step: g, pre [rows][4H]; c, h [rows][H]; pre NULL: inference. */
+/* Rows [0, rows), units [u0, u1) of a step: g, pre [rows][4H]; c, h [rows][H]; pre NULL:
+ * inference. (Two threads of a unit split each take their units of every row.) */
 BL_CLONES
-static void bl_cell_default_rows(size_t rows, size_t H, const float *g, const float *bias,
-                                 float *c, float *h, float *pre)
+static void bl_cell_default_rows(size_t rows, size_t H, size_t u0, size_t u1, const float *g,
+                                 const float *bias, float *c, float *h, float *pre)
 {
     for (size_t n = 0; n < rows; n++) {
         if (pre != NULL)
-            bl_cell_row(H, g + n * 4 * H, bias, c + n * H, h + n * H, pre + n * 4 * H, 1);
+            bl_cell_row(u1 - u0, H, g + n * 4 * H + u0, bias + u0, c + n * H + u0,
+                        h + n * H + u0, pre + n * 4 * H + u0, 1);
         else
-            bl_cell_row(H, g + n * 4 * H, bias, c + n * H, h + n * H, NULL, 0);
+            bl_cell_row(u1 - u0, H, g + n * 4 * H + u0, bias + u0, c + n * H + u0,
+                        h + n * H + u0, NULL, 0);
     }
 }
 

@@ -19,8 +19,9 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, bl_helper, direct_floats, helper_start, helper_stop, online_cpus, pack_gates,
-    pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing, run_parts,
+    SPLIT_MIN_ROWS, atomic_ulong, bl_helper, direct_floats, helper_start, helper_stop,
+    online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
+    pgemm_units, run_parts, step_barrier,
 )
 from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
@@ -32,9 +33,9 @@ from bnnslstm._weights cimport (
 )
 
 cdef extern from "_cell.h" nogil:
-    void cell_default_rows "bl_cell_default_rows"(size_t rows, size_t H, const float *g,
-                                                   const float *bias, float *c, float *h,
-                                                   float *pre)
+    void cell_default_rows "bl_cell_default_rows"(size_t rows, size_t H, size_t u0, size_t u1,
+                                                   const float *g, const float *bias, float *c,
+                                                   float *h, float *pre)
 
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128)
@@ -56,10 +57,12 @@ cdef extern from *:
     #include <stdatomic.h>
     static atomic_ulong bl_helper_calls;   /* forward calls that ran the helper (tests) */
     static atomic_ulong bl_projection_chunks;  /* chunks the time loops projected (tests) */
+    static atomic_ulong bl_unit_splits;        /* time loops split in units (tests) */
     """
     void count_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_helper_calls
     unsigned long bl_projection_chunks
+    unsigned long bl_unit_splits
 
 def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
@@ -68,6 +71,10 @@ def _helper_calls() -> int:
 def _projection_chunks() -> int:
     """How many input projection chunks the time loops made so far (tests)."""
     return bl_projection_chunks
+
+def _unit_splits() -> int:
+    """How many time loops so far two threads shared by units (tests)."""
+    return bl_unit_splits
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
            bint helper, bint direct=False, bint rev=False) -> None:
@@ -113,6 +120,7 @@ cdef struct Workspace:
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
     float *ybuf[2]  # [S][N][D*H] layer outputs (inference), or the dropped-out layer input
     float *h        # [N][H]    running hidden state
+    float *h2       # [N][H]    the other step's, in a unit split (else unused)
     float *c        # [N][H]    running cell state
     float *tmp      # [2][H]    act_hidden(c) of one row, per thread
     int ldx         # row stride of x when used in place
@@ -161,7 +169,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
     """Place the regions of w[0 .. direction_lanes(p)) at `base` (may be NULL: sizes only):
     the lanes share x's rows and the layer outputs. Fails when the size in floats or in
     bytes overflows."""
-    cdef size_t o[16]
+    cdef size_t o[17]
     cdef size_t off = 0, SN = p.S * p.N, nbytes
     cdef size_t in_max = widest_input(p)
     cdef int lane, ldx
@@ -181,6 +189,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           1, &o[14]) \
                 or region(&off, gate_steps(p) * p.N, 4 * p.H, 1, &o[5]) \
                 or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
+                or region(&off, p.N, p.H if use_helper(p) else 0, 1, &o[16]) \
                 or region(&off, 2, p.H, 1, &o[11]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>in_max)
                           if chunked_projection(p) and pack else 0, 1, &o[15]):
@@ -194,6 +203,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
             w[lane].ybuf[1] = base + o[8]
             w[lane].gates = base + o[5]
             w[lane].h = base + o[9]
+            w[lane].h2 = base + o[16]
             w[lane].c = base + o[10]
             w[lane].tmp = base + o[11]
             w[lane].wxbuf = base + o[12]
@@ -347,6 +357,18 @@ cdef void project(const LSTMPlan *p, Workspace *w, bl_helper *helper, const Proj
         pgemm(helper, rows, 4, H, x.in_w, x.x + (t * N + n0) * x.ldx, x.ldx, w.wxp, 0.0,
               w.gates + ((t - t0) * N + n0) * G, G)
 
+cdef size_t chunk_steps(const LSTMPlan *p, const Projection *x, size_t d, size_t step,
+                        size_t *tc) noexcept nogil:
+    """At a step where the time loop projects its next chunk: how many steps the chunk holds,
+    with tc set to the first of them in time (the reverse direction's chunks run
+    backwards); at other steps 0."""
+    cdef size_t s1
+    if x.steps == 0 or step % x.steps:
+        return 0
+    s1 = min(p.S, step + x.steps)
+    tc[0] = step if d == 0 else p.S - s1
+    return s1 - step
+
 cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
                     bl_helper *helper, bint pack_first, const Projection *x, float *tmp,
                     float *yout, float *pre, float *cell) noexcept nogil:
@@ -356,7 +378,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
     project the input (rows [n0, n1)) in chunks of that many steps, ahead of their
     recurrence."""
     cdef int H = <int>p.H, G = 4 * H
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, s1, t, n, n_end
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, nc, t, n, n_end
     cdef size_t tc = 0                  # the step whose gates are at w.gates (chunk start)
     cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
     cdef bint one_sweep = default_cell(p)
@@ -365,10 +387,9 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
     cdef float *yrow
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
-        if x.steps and step % x.steps == 0:                 # g = x W_x^T, next chunk
-            s1 = min(S, step + x.steps)
-            tc = step if d == 0 else S - s1
-            project(p, w, helper, x, tc, tc + s1 - step, n0, n1, step == 0)
+        nc = chunk_steps(p, x, d, step, &tc)
+        if nc:                                              # g = x W_x^T, next chunk
+            project(p, w, helper, x, tc, tc + nc, n0, n1, step == 0)
         n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
         g = w.gates + (t - tc) * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
@@ -383,7 +404,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
                 pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0,
                       g + n0 * G, G, step & 1)
             if one_sweep:                                   # the elementwise pass
-                cell_default_rows(n_end - n0, H, g + n0 * G, w.w.bias, w.c + n0 * H,
+                cell_default_rows(n_end - n0, H, 0, H, g + n0 * G, w.w.bias, w.c + n0 * H,
                                   w.h + n0 * H, pre_t + n0 * G if pre_t != NULL else NULL)
             else:
                 if w.w.wc_cur != NULL:
@@ -410,17 +431,85 @@ cdef void rows_task(void *arg, int part) noexcept nogil:
     time_loop(r.p, r.w, r.d, 0 if part == 0 else r.split, r.split if part == 0 else r.p.N,
               NULL, False, r.x, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
 
+cdef struct Units:
+    # One thread's share of a direction's time loop in a unit split: panels [p0, p1) of every
+    # gate (the units [16 p0, 16 p1)) for all batch rows, the threads meeting after each step.
+    const LSTMPlan *p
+    Workspace *w
+    size_t d
+    const Projection *x
+    float *yout
+    float *pre
+    float *cell
+    atomic_ulong arrived
+
+cdef void units_loop(Units *u, int part) noexcept nogil:
+    """The time loop of the default cell for this part's units: the products and the
+    elementwise pass of every step touch only them, except that each step's product reads
+    the whole h of the step before, so h alternates between w.h and w.h2 and both threads
+    finish a step before either starts the next."""
+    cdef const LSTMPlan *p = u.p
+    cdef Workspace *w = u.w
+    cdef const Projection *x = u.x
+    cdef int H = <int>p.H, G = 4 * H, P = (H + 15) // 16
+    cdef int p0 = 0 if part == 0 else P // 2, p1 = P // 2 if part == 0 else P
+    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, d = u.d, step, nc, t, n, n_end, tc = 0
+    cdef size_t u0 = 16 * p0, u1 = min(p.H, <size_t>(16 * p1)), nu = u1 - u0
+    cdef float *hin = w.h
+    cdef float *hout = w.h2
+    cdef float *g
+    cdef float *yrow
+    for step in range(S):                                   # the time loop
+        t = step if d == 0 else S - 1 - step
+        nc = chunk_steps(p, x, d, step, &tc)
+        if nc:                                              # g = x W_x^T, next chunk
+            pgemm_units(<int>(nc * N), 4, H, x.in_w, x.x + tc * N * x.ldx, x.ldx, w.wxp, 0.0,
+                        w.gates, G, p0, p1, False)
+        n_end = batch_at(p, t)                              # D5: active samples are [0, nt)
+        g = w.gates + (t - tc) * N * G
+        if n_end > 0:                                       # g += h W_h^T, then the cell
+            pgemm_units(<int>n_end, 4, H, H, hin, H, w.whp, 1.0, g, G, p0, p1, step & 1)
+            cell_default_rows(n_end, p.H, u0, u1, g, w.w.bias, w.c, hout,
+                              u.pre + t * N * G if u.pre != NULL else NULL)
+        yrow = u.yout + t * N * DH + d * p.H
+        for n in range(N):
+            if n < n_end:
+                memcpy(yrow + n * DH + u0, hout + n * p.H + u0, nu * sizeof(float))
+            else:                   # padded: y is 0, h keeps the last active step's (D5)
+                memset(yrow + n * DH + u0, 0, nu * sizeof(float))
+                memcpy(hout + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
+            if u.cell != NULL:
+                if n < n_end:
+                    memcpy(u.cell + (t * N + n) * p.H + u0, w.c + n * p.H + u0,
+                           nu * sizeof(float))
+                else:
+                    memset(u.cell + (t * N + n) * p.H + u0, 0, nu * sizeof(float))
+        step_barrier(&u.arrived, 2 * (step + 1))
+        hin, hout = hout, hin
+    if hin != w.h:                  # the last step's h, where store_state reads it
+        for n in range(N):
+            memcpy(w.h + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
+
+cdef void units_task(void *arg, int part) noexcept nogil:
+    units_loop(<Units *>arg, part)
+
 cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, const float *xin,
                         int ldx, int in_w, float *yout, float *pre,
                         float *cell) noexcept nogil:
     """pre, cell (training): [S][N][4H] pre-activations and [S][N][H] cell states to keep."""
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N)
     cdef Rows rows
+    cdef Units units
     cdef Projection x
     # Both threads of a row split read all of W_h: it is packed before they start. Otherwise
     # the first step packs it, unless no sample is active then (reverse direction, D5). A
     # single step (streaming inference) keeps no panels: W_h is read once, as W_x is.
     cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS and p.S > 1
+    # The default cell splits the units instead (at least a panel each): each thread reads
+    # half of W_x and W_h, which at H = 256 then stay in its L2 (db_train_h256_b64_t150's
+    # forward at 2 threads: 30.1 -> 28.4 ms; 4-6% over 6-8 alternating rounds; h512, h1024 and
+    # the training forward within noise)
+    cdef bint split_units = split_rows and default_cell(p) and p.H >= 32
     cdef bint frozen = p.frozen != NULL
     cdef bint pack_first = not split_rows and not frozen \
         and batch_at(p, 0 if d == 0 else p.S - 1) > 0
@@ -448,7 +537,12 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
     load_state(&p.h0, l, d, p.N, p.H, w.h)
     load_state(&p.c0, l, d, p.N, p.H, w.c)
-    if split_rows:
+    if split_units:
+        units.p, units.w, units.d, units.x = p, w, d, &x
+        units.yout, units.pre, units.cell, units.arrived = yout, pre, cell, 0
+        run_parts(w.helper, units_task, &units)
+        count_call(&bl_unit_splits, 1)
+    elif split_rows:
         # Batch rows are independent: each thread runs the whole time loop on half of them,
         # with no hand-off per step. Fewer rows split the panels of each step's product.
         rows.p, rows.w, rows.d, rows.yout, rows.pre, rows.cell = p, w, d, yout, pre, cell

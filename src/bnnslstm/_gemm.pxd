@@ -13,6 +13,8 @@ cdef extern from "_helper.h" nogil:
     void helper_stop "bl_helper_stop"(bl_helper *h)
     void run_parts "bl_run_parts"(bl_helper *h, task_fn fn, void *arg)
     long online_cpus "bl_online_cpus"()
+    ctypedef unsigned long atomic_ulong
+    void step_barrier "bl_step_barrier"(atomic_ulong *arrived, unsigned long target)
 
 cdef extern from "_pgemm.h" nogil:
     ctypedef struct bl_pgemm_job:
@@ -33,6 +35,7 @@ cdef extern from "_pgemm.h" nogil:
                                                 size_t lda, const float *Wp, float *C,
                                                 size_t ldc, int add)
     void pgemm_task "bl_pgemm_task"(void *job, int part)
+    void pgemm_units_job "bl_pgemm_units"(const bl_pgemm_job *job, int p0, int p1)
     size_t direct_floats "bl_direct_floats"(int k)
 
 cdef enum:
@@ -60,6 +63,14 @@ cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const 
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc, beta != 0)
     job.rev = rev
     run_parts(helper, pgemm_task, &job)
+
+cdef inline void pgemm_units(int m, int gates, int H, int k, const float *a, size_t lda,
+                             const float *wp, float beta, float *c, size_t ldc, int p0, int p1,
+                             bint rev) noexcept nogil:
+    """pgemm on this thread, panels [p0, p1) of every gate only (a unit split's share)."""
+    cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc, beta != 0)
+    job.rev = rev
+    pgemm_units_job(&job, p0, p1)
 
 cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,
                               size_t lda, const float *w, size_t ldw, float beta, float *c,

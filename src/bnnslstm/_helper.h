@@ -118,6 +118,16 @@ static void bl_run_parts(bl_helper *h, bl_task_fn fn, void *arg)
         bl_relax(spins++);
 }
 
+/* The two threads of a unit split wait here at the end of each step until both have finished
+ * it: arrivals only grow, so step s is done when 2 * (s + 1) have arrived. */
+static inline void bl_step_barrier(atomic_ulong *arrived, unsigned long target)
+{
+    unsigned spins = 0;
+    atomic_fetch_add_explicit(arrived, 1, memory_order_acq_rel);
+    while (atomic_load_explicit(arrived, memory_order_acquire) < target)
+        bl_relax(spins++);
+}
+
 /* Worker threads "0 = automatic" means: the online CPUs. */
 static inline long bl_online_cpus(void)
 {

@@ -352,6 +352,15 @@ static void bl_pgemm_task(void *job, int part)
         bl_pgemm_items(j, j->split, j->gates * bl_gate_panels(j->H), j->buf[1]);
 }
 
+/* Panels [p0, p1) of every gate (units [16*p0, min(16*p1, H)) of each): one thread's share
+ * of a product in a unit split, panels only (W NULL). */
+static void bl_pgemm_units(const bl_pgemm_job *j, int p0, int p1)
+{
+    const int P = bl_gate_panels(j->H);
+    for (int g = 0; g < j->gates; g++)
+        bl_pgemm_items(j, g * P + p0, g * P + p1, NULL);
+}
+
 static inline bl_pgemm_job bl_pgemm_job_make(int m, int gates, int H, int k, const float *A,
                                              size_t lda, const float *Wp, float *C, size_t ldc,
                                              int add)

@@ -329,12 +329,15 @@ def markdown(results: list[dict]) -> str:
             for t in sorted({r["threads"] for r in rows}):
                 at_t = [r for r in rows if r["threads"] == t]
                 geo = geomean([r["ratio"][p] for r in at_t])
-                cap = (f" (ceiling {geomean([r['ceiling'][p] for r in at_t]):.2f}: {ours} at "
-                       f"the FMA peak {at_t[0]['fma_peak_gflops']:.0f} GFLOP/s" if caps else "")
-                if caps and res["env"] == "autodetect":   # as-given: a half-speed sgemm
-                    cap += (f"; {geomean([r['ratio'][p] / r['peak_fraction'] for r in at_t]):.2f}"
-                            f" at the sgemm peak {at_t[0]['sgemm_peak_gflops']:.0f} GFLOP/s")
-                cap += ")" if caps else ""
+                cap = ""
+                if caps:
+                    cap = (f" (ceiling {geomean([r['ceiling'][p] for r in at_t]):.2f}: {ours} "
+                           f"at the FMA peak {at_t[0]['fma_peak_gflops']:.0f} GFLOP/s")
+                    if res["env"] == "autodetect":   # as-given: a half-speed sgemm
+                        at_sgemm = geomean([r["ratio"][p] / r["peak_fraction"] for r in at_t])
+                        cap += (f"; {at_sgemm:.2f} at the sgemm peak "
+                                f"{at_t[0]['sgemm_peak_gflops']:.0f} GFLOP/s")
+                    cap += ")"
                 if all(p in r.get("ratio_quartiles", {}) for r in at_t):
                     lo, hi = (geomean([r["ratio_quartiles"][p][i] for r in at_t]) for i in (0, 1))
                     cap += f"; the shapes' quartiles give {lo:.2f}-{hi:.2f}"

@@ -144,6 +144,12 @@ cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     with its own packed weights, gates and state), else 1."""
     return 2 if p.D == 2 and use_helper(p) else 1
 
+cdef bint units_split(const LSTMPlan *p) noexcept nogil:
+    """Do two threads share each time loop by units (units_loop)? The default cell, one
+    direction at a time, 16 rows or more, and a panel of every gate for each thread."""
+    return use_helper(p) and direction_lanes(p) == 1 and p.N >= 2 * SPLIT_MIN_ROWS \
+        and p.S > 1 and default_cell(p) and p.H >= 32
+
 cdef size_t widest_input(const LSTMPlan *p) noexcept nogil:
     """The widest layer input: x's I, or D*H for layers >= 1 (D2)."""
     return max(p.In, p.W1) if p.L > 1 else p.In
@@ -189,7 +195,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
                           1, &o[14]) \
                 or region(&off, gate_steps(p) * p.N, 4 * p.H, 1, &o[5]) \
                 or region(&off, p.N, p.H, 1, &o[9]) or region(&off, p.N, p.H, 1, &o[10]) \
-                or region(&off, p.N, p.H if use_helper(p) else 0, 1, &o[16]) \
+                or region(&off, p.N, p.H if units_split(p) else 0, 1, &o[16]) \
                 or region(&off, 2, p.H, 1, &o[11]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>in_max)
                           if chunked_projection(p) and pack else 0, 1, &o[15]):
@@ -505,11 +511,11 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     # the first step packs it, unless no sample is active then (reverse direction, D5). A
     # single step (streaming inference) keeps no panels: W_h is read once, as W_x is.
     cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS and p.S > 1
-    # The default cell splits the units instead (at least a panel each): each thread reads
-    # half of W_x and W_h, which at H = 256 then stay in its L2 (db_train_h256_b64_t150's
-    # forward at 2 threads: 30.1 -> 28.4 ms; 4-6% over 6-8 alternating rounds; h512, h1024 and
-    # the training forward within noise)
-    cdef bint split_units = split_rows and default_cell(p) and p.H >= 32
+    # The default cell splits the units instead: each thread reads half of W_x and W_h, which
+    # at H = 256 then stay in its L2 (db_train_h256_b64_t150's forward at 2 threads: 30.1 ->
+    # 28.4 ms; 4-6% over 6-8 alternating rounds; h512, h1024 and the training forward within
+    # noise)
+    cdef bint split_units = w.helper != NULL and units_split(p)
     cdef bint frozen = p.frozen != NULL
     cdef bint pack_first = not split_rows and not frozen \
         and batch_at(p, 0 if d == 0 else p.S - 1) > 0

@@ -260,6 +260,21 @@ import numpy as np, bnnslstm as bl
 from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
 from bnnslstm._forward import _helper_calls, _unit_splits
 rng = np.random.default_rng(0)
+
+
+def one_then_two(lstm, x, lengths, counter):
+    # the forward at 1 and then 2 threads: the same outputs bit for bit; returns how far the
+    # 2-thread call moved `counter` (which path ran)
+    lstm.n_threads = 1
+    one = lstm.forward(x, lengths=lengths)
+    before = counter()
+    lstm.n_threads = 2
+    two = lstm.forward(x, lengths=lengths)
+    for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
+        assert np.array_equal(a, b)
+    return counter() - before
+
+
 # unidirectional: the panels (1 row) or batch rows (21) are split; bidirectional: the two
 # directions run at once, one per thread
 cases = ((False, 1, 1, None), (False, 2, 21, [9] * 10 + [4] * 11), (True, 2, 4, [9, 5, 3, 1]),
@@ -267,14 +282,7 @@ cases = ((False, 1, 1, None), (False, 2, 21, [9] * 10 + [4] * 11), (True, 2, 4, 
 for bidir, layers, n, lengths in cases:
     lstm = bl.LSTM(40, 168, layers, bidirectional=bidir, peephole="full", seed=1)
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
-    lstm.n_threads = 1
-    one = lstm.forward(x, lengths=lengths)
-    before = _helper_calls()
-    lstm.n_threads = 2
-    two = lstm.forward(x, lengths=lengths)
-    assert _helper_calls() == before + 1, "the helper thread did not run"
-    for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
-        assert np.array_equal(a, b)
+    assert one_then_two(lstm, x, lengths, _helper_calls) == 1, "the helper thread did not run"
 # the default cell's time loops split the units instead (each thread all rows, half of every
 # gate's panels: 5 and 6 of the 11, the last one partial), as given, packed once, and with
 # lengths (padded outputs 0, h_n and c_n from each sample's last step)
@@ -283,14 +291,7 @@ for frozen, lengths in ((False, None), (True, None), (False, [9] * 10 + [4] * 10
     lstm = bl.LSTM(40, 168, 2, seed=1)
     if frozen:
         lstm.freeze()
-    lstm.n_threads = 1
-    one = lstm.forward(x, lengths=lengths)
-    before = _unit_splits()
-    lstm.n_threads = 2
-    two = lstm.forward(x, lengths=lengths)
-    assert _unit_splits() == before + 2, "the time loops did not split the units"
-    for a, b in zip((one[0],) + one[1], (two[0],) + two[1]):
-        assert np.array_equal(a, b)
+    assert one_then_two(lstm, x, lengths, _unit_splits) == 2, "the units were not split"
 # training: the split forward (units, unidirectional) must keep the same cache, and the
 # backward's time loops split in batch rows (one per layer and direction), and its products
 # split in gates and rows on the two threads (OpenBLAS at 2 threads or fewer), must give the

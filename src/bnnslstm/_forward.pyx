@@ -375,6 +375,26 @@ cdef size_t chunk_steps(const LSTMPlan *p, const Projection *x, size_t d, size_t
     tc[0] = step if d == 0 else p.S - s1
     return s1 - step
 
+cdef void keep_step(const LSTMPlan *p, Workspace *w, const float *h, size_t t, size_t d,
+                    size_t n0, size_t n1, size_t n_end, size_t u0, size_t nu, float *yout,
+                    float *cell) noexcept nogil:
+    """Step t's layer output (from h) and, training, cell state, rows [n0, n1), units
+    [u0, u0 + nu): padded positions (rows n_end on) are 0 (D5), and so is their cell, which
+    the backward multiplies by dA = 0."""
+    cdef size_t N = p.N, H = p.H, DH = p.D * p.H, n
+    cdef float *yrow = yout + t * N * DH + d * H + u0
+    cdef float *crow = cell + t * N * H + u0 if cell != NULL else NULL
+    for n in range(n0, n1):
+        if n < n_end:
+            memcpy(yrow + n * DH, h + n * H + u0, nu * sizeof(float))
+        else:
+            memset(yrow + n * DH, 0, nu * sizeof(float))
+        if crow != NULL:
+            if n < n_end:
+                memcpy(crow + n * H, w.c + n * H + u0, nu * sizeof(float))
+            else:
+                memset(crow + n * H, 0, nu * sizeof(float))
+
 cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
                     bl_helper *helper, bint pack_first, const Projection *x, float *tmp,
                     float *yout, float *pre, float *cell) noexcept nogil:
@@ -384,13 +404,12 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
     project the input (rows [n0, n1)) in chunks of that many steps, ahead of their
     recurrence."""
     cdef int H = <int>p.H, G = 4 * H
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, step, nc, t, n, n_end
+    cdef size_t S = p.S, N = p.N, step, nc, t, n_end
     cdef size_t tc = 0                  # the step whose gates are at w.gates (chunk start)
     cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
     cdef bint one_sweep = default_cell(p)
     cdef float *g
     cdef float *pre_t
-    cdef float *yrow
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
         nc = chunk_steps(p, x, d, step, &tc)
@@ -420,17 +439,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
                     pgemm(helper, <int>(n_end - n0), 1, H, H, w.c + n0 * H, H,
                           w.wcp + 3 * packed_size(H, H), 1.0, g + n0 * G + 3 * H, G)
                 gate_o_rows(p, w, n0, n_end, g, pre_t, tmp)
-        yrow = yout + t * N * DH + d * p.H
-        for n in range(n0, n1):             # padded positions are 0 (D5), and so is their cell:
-            if n < n_end:                   # backward multiplies it by dA = 0
-                memcpy(yrow + n * DH, w.h + n * p.H, p.H * sizeof(float))
-            else:
-                memset(yrow + n * DH, 0, p.H * sizeof(float))
-            if cell != NULL:
-                if n < n_end:
-                    memcpy(cell + (t * N + n) * p.H, w.c + n * p.H, p.H * sizeof(float))
-                else:
-                    memset(cell + (t * N + n) * p.H, 0, p.H * sizeof(float))
+        keep_step(p, w, w.h, t, d, n0, n1, n_end, 0, p.H, yout, cell)
 
 cdef void rows_task(void *arg, int part) noexcept nogil:
     cdef Rows *r = <Rows *>arg
@@ -459,12 +468,11 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
     cdef const Projection *x = u.x
     cdef int H = <int>p.H, G = 4 * H, P = (H + 15) // 16
     cdef int p0 = 0 if part == 0 else P // 2, p1 = P // 2 if part == 0 else P
-    cdef size_t S = p.S, N = p.N, DH = p.D * p.H, d = u.d, step, nc, t, n, n_end, tc = 0
+    cdef size_t S = p.S, N = p.N, d = u.d, step, nc, t, n, n_end, tc = 0
     cdef size_t u0 = 16 * p0, u1 = min(p.H, <size_t>(16 * p1)), nu = u1 - u0
     cdef float *hin = w.h
     cdef float *hout = w.h2
     cdef float *g
-    cdef float *yrow
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
         nc = chunk_steps(p, x, d, step, &tc)
@@ -477,19 +485,9 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
             pgemm_units(<int>n_end, 4, H, H, hin, H, w.whp, 1.0, g, G, p0, p1, step & 1)
             cell_default_rows(n_end, p.H, u0, u1, g, w.w.bias, w.c, hout,
                               u.pre + t * N * G if u.pre != NULL else NULL)
-        yrow = u.yout + t * N * DH + d * p.H
-        for n in range(N):
-            if n < n_end:
-                memcpy(yrow + n * DH + u0, hout + n * p.H + u0, nu * sizeof(float))
-            else:                   # padded: y is 0, h keeps the last active step's (D5)
-                memset(yrow + n * DH + u0, 0, nu * sizeof(float))
-                memcpy(hout + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
-            if u.cell != NULL:
-                if n < n_end:
-                    memcpy(u.cell + (t * N + n) * p.H + u0, w.c + n * p.H + u0,
-                           nu * sizeof(float))
-                else:
-                    memset(u.cell + (t * N + n) * p.H + u0, 0, nu * sizeof(float))
+        for n in range(n_end, N):           # padded: h keeps the last active step's (D5)
+            memcpy(hout + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
+        keep_step(p, w, hout, t, d, 0, N, n_end, u0, nu, u.yout, u.cell)
         step_barrier(&u.arrived, 2 * (step + 1))
         hin, hout = hout, hin
     if hin != w.h:                  # the last step's h, where store_state reads it

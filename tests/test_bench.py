@@ -31,6 +31,7 @@ def test_bench_cli_runs(tmp_path):
     assert {r["mode"] for r in rows} == {"forward", "frozen", "train"}
     assert all(r["ms"]["bnnslstm"] > 0 for r in rows)
     assert "onnxruntime" in rows[0]["ratio"]
+    assert len({r["pid"] for r in rows}) == 3       # each row timed in a fresh process
     for r in rows:      # one round: its paired ratio is the ratio of the medians
         for peer, ratio in r["ratio"].items():
             assert r["ratio_quartiles"][peer] == pytest.approx([ratio, ratio])
@@ -55,6 +56,26 @@ def test_bench_cli_runs(tmp_path):
         assert r["per_call_us"] + r["per_step_us"] == pytest.approx(ms[1] * 1e3)
     assert "### Per call and per step" in proc.stdout
     assert "### Forward on frozen weights (LSTM.freeze)" in proc.stdout
+
+
+def test_one_process_times_every_row_in_one(tmp_path):
+    shapes = tmp_path / "shapes.json"
+    shapes.write_text(json.dumps({"shapes": [
+        {"name": f"tiny{k}", "T": 2, "B": 2, "I": 4, "H": 8, "L": 1, "bidir": False,
+         "kind": "training"} for k in range(2)]}))
+    out = tmp_path / "out.json"
+    base = [sys.executable, "-m", "bnnslstm", "bench", "--shapes", str(shapes), "--threads",
+            "1", "--repeats", "1", "--env", "as-given", "--peers", "", "--modes",
+            "forward,train", "--json", str(out)]
+    pids = {}
+    for flag in ([], ["--one-process"]):
+        proc = subprocess.run(base + flag, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        rows = json.loads(out.read_text())[0]["rows"]
+        assert [(r["mode"], r["shape"]) for r in rows] == [
+            ("forward", "tiny0"), ("forward", "tiny1"), ("train", "tiny0"), ("train", "tiny1")]
+        pids[bool(flag)] = {r["pid"] for r in rows}
+    assert len(pids[False]) == 4 and len(pids[True]) == 1
 
 
 def test_frozen_mode_times_a_frozen_layer():

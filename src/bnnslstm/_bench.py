@@ -2,7 +2,7 @@
 
     python -m bnnslstm bench [--threads 1,2] [--peers torch,onnxruntime] [--shapes FILE]
                              [--modes forward,frozen,train,saturation,seqlen] [--env both]
-                             [--json OUT] [--plot OUT.png] [--memory]
+                             [--json OUT] [--plot OUT.png] [--memory] [--one-process]
 
 'forward' times inference on every shape against both peers; 'frozen' the same with our
 layer frozen (``LSTM.freeze``: weights packed once, as ONNX Runtime packs them when its
@@ -15,7 +15,10 @@ forward (ours per call and frozen) into a cost per call and a cost per time step
 
 Every party runs in the same process on the same weights and inputs, interleaved call by call;
 each figure is the median of --repeats timed calls after warm-up, each call preceded by a short
-pause so that no party's spinning worker threads slow the next. A ratio peer/ours comes with
+pause so that no party's spinning worker threads slow the next. Each row of a table (one mode,
+one shape, every thread count) gets a fresh process, as a training script does, so that no
+party's time depends on the shapes timed before it (--one-process: all rows in one; see
+child_runs). A ratio peer/ours comes with
 the quartiles of its per-round ratios (each round runs every party once, back to back).
 Thread counts are set for all alike: BLAS threads through threadpoolctl, torch.set_num_threads,
 ORT intra_op_num_threads.
@@ -224,6 +227,30 @@ def paired_quartiles(times: dict[str, list[float]], base: str) -> dict[str, tupl
     return out
 
 
+def table_runs(shapes: list[dict], modes: list[str]) -> list[tuple[str, dict]]:
+    """The (mode, shape) rows of the tables: every shape for forward and frozen, the training
+    shapes for train."""
+    return [(mode, s) for mode in modes for s in shapes
+            if mode in ("forward", "frozen") or (mode == "train" and s["kind"] == "training")]
+
+
+def child_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
+    """(modes, shape names) of each child process of one OpenBLAS setting. Each table row
+    and each of saturation and seqlen gets a fresh process (--one-process: one for all), so
+    that no party's time depends on what ran before it: glibc returns freed memory above its
+    trim threshold to the system, and that threshold grows with the largest block freed so
+    far, so after a larger shape a party that allocates per call (PyTorch) stops paying page
+    faults that it pays in a fresh process (stack2_bidir_h256_b16, 1 thread: PyTorch's
+    training step 79-94 ms in a fresh process, 67-84 with the threshold grown)."""
+    shapes = json.loads(Path(args.shapes).read_text())["shapes"]
+    modes = args.modes.split(",")
+    names = [s["name"] for s in shapes]
+    if args.one_process:
+        return [(args.modes, names)]
+    runs = [(mode, [s["name"]]) for mode, s in table_runs(shapes, modes)]
+    return runs + [(mode, []) for mode in modes if mode in ("saturation", "seqlen")]
+
+
 def child(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -231,8 +258,8 @@ def child(args: argparse.Namespace) -> None:
     peers = [p for p in args.peers.split(",") if p]
     backends = [b for b in args.blas.split(",") if b] if args.blas else None
     modes = args.modes.split(",")
-    runs = [(mode, s) for mode in modes for s in shapes
-            if mode in ("forward", "frozen") or (mode == "train" and s["kind"] == "training")]
+    only = set(args.only.split(","))
+    runs = [(mode, s) for mode, s in table_runs(shapes, modes) if s["name"] in only]
     saturated = next((s for s in shapes if s["kind"] == "training"), shapes[0])
     inference = next((s for s in shapes if s["kind"] == "inference"), shapes[0])
     result = {"env": args.env, "blas": blas_info(),
@@ -255,7 +282,7 @@ def child(args: argparse.Namespace) -> None:
                 base = next(iter(med))     # ratios are against bnnslstm (or the first back end)
                 flops = forward_flops(s) * (3 if mode == "train" else 1)  # backward = 2 forwards
                 gflops = flops / med[base] / 1e9
-                row = {"mode": mode, "shape": s["name"], "threads": threads,
+                row = {"mode": mode, "shape": s["name"], "threads": threads, "pid": os.getpid(),
                        "sgemm_peak_gflops": peak, "fma_peak_gflops": fma,
                        "ms": {k: v * 1e3 for k, v in med.items()}, "gflops": gflops,
                        "peak_fraction": gflops / peak, "fma_fraction": gflops / fma,
@@ -441,7 +468,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="also measure peak RSS of a training step on db_train_h1024_b64")
     ap.add_argument("--blas", help="compare BLAS back ends instead of peers, e.g. "
                     "scipy,openblas32,mkl (ratios against the first)")
+    ap.add_argument("--one-process", action="store_true",
+                    help="time every row of an OpenBLAS setting in one process (by default "
+                    "each row gets a fresh one: see child_runs)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--only", default="", help=argparse.SUPPRESS)     # child: shape names
     args = ap.parse_args(argv)
     if not set(args.modes.split(",")) <= {"forward", "frozen", "train", "saturation", "seqlen"}:
         ap.error(f"--modes: expected forward, frozen, train, saturation and/or seqlen, got "
@@ -455,14 +486,22 @@ def main(argv: list[str] | None = None) -> int:
         if env_mode == "autodetect":
             for var in OPENBLAS_VARS:
                 env.pop(var, None)
-        cmd = [sys.executable, "-m", "bnnslstm._bench", "--child", "--env", env_mode,
-               "--threads", args.threads, "--peers", args.peers, "--shapes", args.shapes,
-               "--modes", args.modes, "--repeats", str(args.repeats)]
-        if args.blas:
-            cmd += ["--blas", args.blas]
         print(f"== OpenBLAS {env_mode} ==", file=sys.stderr, flush=True)
-        proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
-        results.append(json.loads(proc.stdout))
+        merged: dict = {}
+        for modes, names in child_runs(args):
+            cmd = [sys.executable, "-m", "bnnslstm._bench", "--child", "--env", env_mode,
+                   "--threads", args.threads, "--peers", args.peers, "--shapes", args.shapes,
+                   "--modes", modes, "--repeats", str(args.repeats), "--only", ",".join(names)]
+            if args.blas:
+                cmd += ["--blas", args.blas]
+            proc = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, text=True, check=True)
+            res = json.loads(proc.stdout)
+            if not merged:
+                merged = res
+            else:
+                for key in ("rows", "saturation", "seqlen"):
+                    merged[key] += res[key]
+        results.append(merged)
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")
     for res in results:

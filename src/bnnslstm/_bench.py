@@ -251,6 +251,22 @@ def child_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     return runs + [(mode, []) for mode in modes if mode in ("saturation", "seqlen")]
 
 
+def pool_peaks(rows: list[dict]) -> None:
+    """Give every row of one OpenBLAS setting the highest FMA and sgemm peaks that its
+    processes probed at its thread count, and recompute its fractions and ceilings. The peaks
+    are the machine's, and a busy moment can only lower a probe: with a process per row, one
+    row's unlucky probe would otherwise put it above 100% (a probe of 156 GFLOP/s against
+    203-206 in the other processes of the same run)."""
+    for t in {r["threads"] for r in rows}:
+        at_t = [r for r in rows if r["threads"] == t]
+        fma = max(r["fma_peak_gflops"] for r in at_t)
+        peak = max(r["sgemm_peak_gflops"] for r in at_t)
+        for r in at_t:
+            r["fma_peak_gflops"], r["sgemm_peak_gflops"] = fma, peak
+            r["fma_fraction"], r["peak_fraction"] = r["gflops"] / fma, r["gflops"] / peak
+            r["ceiling"] = {k: v / r["fma_fraction"] for k, v in r["ratio"].items()}
+
+
 def child(args: argparse.Namespace) -> None:
     from threadpoolctl import threadpool_limits
 
@@ -501,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for key in ("rows", "saturation", "seqlen"):
                     merged[key] += res[key]
+        pool_peaks(merged["rows"])
         results.append(merged)
     print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"Python {platform.python_version()}")

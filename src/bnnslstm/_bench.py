@@ -252,15 +252,18 @@ def child_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
 
 
 def pool_peaks(rows: list[dict]) -> None:
-    """Give every row of one OpenBLAS setting the highest FMA and sgemm peaks that its
-    processes probed at its thread count, and recompute its fractions and ceilings. The peaks
-    are the machine's, and a busy moment can only lower a probe: with a process per row, one
-    row's unlucky probe would otherwise put it above 100% (a probe of 156 GFLOP/s against
-    203-206 in the other processes of the same run)."""
+    """Give every row of one OpenBLAS setting the median of the FMA and sgemm peaks that its
+    processes probed at its thread count (each probe the best of its repeats), and recompute
+    its fractions and ceilings. With a process per row, one row's unlucky probe would
+    otherwise put it above 100% (a probe of 156 GFLOP/s against 203-206 in the other
+    processes of the same run). Not the highest probe: that is the luckiest moment of some
+    twenty, where one probe per run (--one-process) is a typical one, and the fractions
+    would no longer compare with that protocol's (the highest 1-thread sgemm probe of a run
+    was 221 GFLOP/s, the median 209)."""
     for t in {r["threads"] for r in rows}:
         at_t = [r for r in rows if r["threads"] == t]
-        fma = max(r["fma_peak_gflops"] for r in at_t)
-        peak = max(r["sgemm_peak_gflops"] for r in at_t)
+        fma = statistics.median(r["fma_peak_gflops"] for r in at_t)
+        peak = statistics.median(r["sgemm_peak_gflops"] for r in at_t)
         for r in at_t:
             r["fma_peak_gflops"], r["sgemm_peak_gflops"] = fma, peak
             r["fma_fraction"], r["peak_fraction"] = r["gflops"] / fma, r["gflops"] / peak

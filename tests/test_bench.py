@@ -167,3 +167,4 @@ def test_rows_share_the_median_peaks_of_their_thread_count():
     assert rows[0]["peak_fraction"] == pytest.approx(100 / 200)
     assert rows[0]["ceiling"]["torch"] == pytest.approx(1.2 * 230 / 100)
     assert rows[3]["ceiling"]["torch"] == pytest.approx(1.1 * 400 / 200)
+    assert [r["probed_sgemm_gflops"] for r in rows] == [150.0, 210.0, 200.0, 300.0]

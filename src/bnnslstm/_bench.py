@@ -248,7 +248,8 @@ def child_runs(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if args.one_process:
         return [(args.modes, names)]
     runs = [(mode, [s["name"]]) for mode, s in table_runs(shapes, modes)]
-    return runs + [(mode, []) for mode in modes if mode in ("saturation", "seqlen")]
+    runs += [(mode, []) for mode in modes if mode in ("saturation", "seqlen")]
+    return runs or [(args.modes, [])]         # nothing to time: one child, empty tables
 
 
 def pool_peaks(rows: list[dict]) -> None:
@@ -259,11 +260,14 @@ def pool_peaks(rows: list[dict]) -> None:
     processes of the same run). Not the highest probe: that is the luckiest moment of some
     twenty, where one probe per run (--one-process) is a typical one, and the fractions
     would no longer compare with that protocol's (the highest 1-thread sgemm probe of a run
-    was 221 GFLOP/s, the median 209)."""
+    was 221 GFLOP/s, the median 209). Each row keeps its own probes as probed_*."""
+    for r in rows:
+        r.setdefault("probed_fma_gflops", r["fma_peak_gflops"])
+        r.setdefault("probed_sgemm_gflops", r["sgemm_peak_gflops"])
     for t in {r["threads"] for r in rows}:
         at_t = [r for r in rows if r["threads"] == t]
-        fma = statistics.median(r["fma_peak_gflops"] for r in at_t)
-        peak = statistics.median(r["sgemm_peak_gflops"] for r in at_t)
+        fma = statistics.median(r["probed_fma_gflops"] for r in at_t)
+        peak = statistics.median(r["probed_sgemm_gflops"] for r in at_t)
         for r in at_t:
             r["fma_peak_gflops"], r["sgemm_peak_gflops"] = fma, peak
             r["fma_fraction"], r["peak_fraction"] = r["gflops"] / fma, r["gflops"] / peak

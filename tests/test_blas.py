@@ -52,8 +52,11 @@ def training_step(seed: int = 0):
 
 
 def test_every_gemm_goes_through_the_selected_back_end(counting_blas):
+    # every GEMM the kernels do not do themselves, including the backward's products, which
+    # the default back end runs on our own kernel on AVX-512
     path, handle = counting_blas
-    reference = training_step()
+    with bl.blas("scipy"):
+        reference = training_step()
     calls = ctypes.c_long.in_dll(handle, "calls")
     before = calls.value
     with bl.blas(path):
@@ -62,16 +65,15 @@ def test_every_gemm_goes_through_the_selected_back_end(counting_blas):
         results = training_step()
     assert calls.value > before
     after = calls.value
-    training_step()                             # the with-block restored scipy's sgemm
-    assert calls.value == after and bl.current_blas() == "scipy"
+    training_step()                             # the with-block restored the default
+    assert calls.value == after and bl.current_blas() == "auto"
+    assert _blas._own_products() == _blas._kernel_available()
     for a, b in zip(results, reference, strict=True):   # same real BLAS behind: identical
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("name", sorted(set(bl.available_blas()) - {"scipy"}) or ["none"])
+@pytest.mark.parametrize("name", sorted(set(bl.available_blas()) - {"auto"}))
 def test_installed_back_ends_agree(name):
-    if name == "none":
-        pytest.skip("no second BLAS back end installed (pip install scipy-openblas32)")
     reference = training_step()
     with bl.blas(name):
         results = training_step()
@@ -92,4 +94,29 @@ def test_bad_back_ends_are_clear_errors(counting_blas, tmp_path):
         bl.set_blas(str(tmp_path / "missing.so"))
     with pytest.raises(bl.BNNSError, match="exports none of dgemm_x"):
         bl.set_blas(counting_blas[0], symbol="dgemm_x")
-    assert bl.current_blas() == "scipy"
+    assert bl.current_blas() == "auto"
+
+
+def test_default_runs_the_products_on_our_kernel_where_available(counting_blas):
+    # "auto" is scipy's BLAS with the backward's products on our kernel (AVX-512): training
+    # then calls no sgemm at all (no full peepholes); any chosen back end gets the products.
+    path, handle = counting_blas
+    calls = ctypes.c_long.in_dll(handle, "calls")
+    rng = np.random.default_rng(0)
+    lstm = bl.LSTM(6, 16, 2, bidirectional=True, seed=0)
+    x = rng.standard_normal((7, 20, 6)).astype(np.float32)
+    dy = rng.standard_normal((7, 20, 32)).astype(np.float32)
+
+    def sgemm_calls() -> int:
+        before = calls.value
+        lstm.forward(x, training=True)
+        lstm.backward(dy)
+        return calls.value - before
+
+    assert _blas._own_products() == _blas._kernel_available()
+    with bl.blas(path):
+        assert not _blas._own_products()
+        assert sgemm_calls() > 0
+        _blas._select(_blas._current_address(), True)   # the counting library under auto's rule
+        assert (sgemm_calls() == 0) == _blas._kernel_available()
+    assert bl.current_blas() == "auto" and _blas._own_products() == _blas._kernel_available()

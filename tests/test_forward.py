@@ -258,6 +258,7 @@ def test_stacked_weights_are_used_in_place(rng):
 HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
 from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
+from bnnslstm._blas import _own_products
 from bnnslstm._forward import _helper_calls, _unit_splits
 rng = np.random.default_rng(0)
 
@@ -294,9 +295,9 @@ for frozen, lengths in ((False, None), (True, None), (False, [9] * 10 + [4] * 10
     assert one_then_two(lstm, x, lengths, _unit_splits) == 2, "the units were not split"
 # training: the split forward (units, unidirectional) must keep the same cache, and the
 # backward's time loops split in batch rows (one per layer and direction), and its products
-# split in gates and rows on the two threads (OpenBLAS at 2 threads or fewer), must give the
-# same gradients; with 21 rows dX is a product after the time loop, with 40 the loop's threads
-# compute it
+# split in gates and dX's rows or columns on the two threads (on our kernel, or on OpenBLAS at 2
+# threads or fewer), must give the same gradients; with 21 rows dX is a product after the time
+# loop, with 40 the loop's threads compute it
 for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
     dy = rng.standard_normal((9, n, (1 + bidir) * 168)).astype(np.float32)
@@ -310,7 +311,7 @@ for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
         before, before_products = _helper_loops(), _helper_products()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
         assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)
-        split = threads == 2 and _blas_single_threads()
+        split = threads == 2 and (_own_products() or _blas_single_threads())
         assert _helper_products() - before_products == (2 * (1 + bidir) if split else 0)
     for a, b in zip(*outs, strict=True):
         assert np.array_equal(a, b)

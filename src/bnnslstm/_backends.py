@@ -3,7 +3,13 @@
     bnnslstm.set_blas("openblas32")          # by name, for back ends found installed
     bnnslstm.set_blas("/path/libblas.so")    # any Fortran-ABI sgemm (sgemm_, scipy_sgemm_, ...)
     with bnnslstm.blas("mkl"): ...           # temporarily
-    bnnslstm.set_blas("scipy")               # back to scipy's cython_blas (the default)
+    bnnslstm.set_blas("scipy")               # scipy's cython_blas for every GEMM
+    bnnslstm.set_blas("auto")                # back to the default
+
+The default, "auto", is scipy's cython_blas, except that on x86-64 CPUs with AVX-512 the
+backward's whole-sequence products (dX, dW_x, dW_h) run on the library's own blocked kernel,
+which is faster than OpenBLAS there (BENCHMARKS.md). Any other choice sends those products to
+the chosen BLAS too, so that back ends can be compared. (The forward never calls a BLAS.)
 
 The back end must take 32-bit integers (LP64), as scipy's cython_blas does.
 """
@@ -23,7 +29,7 @@ from bnnslstm._api import BNNSError
 
 _SYMBOLS = ("sgemm_", "scipy_sgemm_", "sgemm")      # tried in this order when not given
 _loaded: dict[str, ctypes.CDLL] = {}                # keeps selected libraries loaded
-_current = "scipy"
+_current = "auto"
 
 
 def _openblas32() -> str | None:
@@ -51,8 +57,11 @@ _FINDERS = {"openblas32": _openblas32, "mkl": _mkl}
 
 
 def available_blas() -> dict[str, str]:
-    """Back ends usable by name: {"scipy": "scipy.linalg.cython_blas", name: library path}."""
-    found = {"scipy": "scipy.linalg.cython_blas"}
+    """Back ends usable by name: {"auto": ..., "scipy": "scipy.linalg.cython_blas", name: library
+    path}."""
+    auto = "scipy.linalg.cython_blas" + (", the backward's products on bnnslstm's own kernel"
+                                         if _blas._kernel_available() else "")
+    found = {"auto": auto, "scipy": "scipy.linalg.cython_blas"}
     for name, finder in _FINDERS.items():
         path = finder()
         if path:
@@ -61,16 +70,16 @@ def available_blas() -> dict[str, str]:
 
 
 def current_blas() -> str:
-    """The name or path given to the last set_blas ("scipy" by default)."""
+    """The name or path given to the last set_blas ("auto" by default)."""
     return _current
 
 
 def set_blas(name_or_path: str, symbol: str | None = None) -> None:
     """Make every GEMM of the kernels call this back end's sgemm (see the module docstring)."""
     global _current
-    if name_or_path == "scipy":
-        _blas._select(0)
-        _current = "scipy"
+    if name_or_path in ("auto", "scipy"):
+        _blas._select(0, name_or_path == "auto")
+        _current = name_or_path
         return
     path = name_or_path
     if name_or_path in _FINDERS:
@@ -98,10 +107,10 @@ def set_blas(name_or_path: str, symbol: str | None = None) -> None:
 def blas(name_or_path: str, symbol: str | None = None) -> Iterator[None]:
     """set_blas for the duration of a with-block, then back to the previous back end."""
     global _current
-    previous, previous_address = _current, _blas._current_address()
+    previous, previous_address, previous_own = _current, _blas._current_address(), _blas._own()
     set_blas(name_or_path, symbol)
     try:
         yield
     finally:
-        _blas._select(previous_address)
+        _blas._select(previous_address, previous_own)
         _current = previous

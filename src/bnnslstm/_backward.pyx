@@ -10,15 +10,17 @@ bottom; a layer's dX, through the dropout mask, is the dY of the layer below.
 """
 from libc.string cimport memcpy, memset
 
+import numpy as np
+
 from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, ftz_leave
-from bnnslstm._blas cimport current_sgemm
+from bnnslstm._blas cimport current_sgemm, own_products
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, bl_helper, gemm_rm, helper_start, helper_stop, pack_panels_t, packed_size,
-    pgemm, run_parts,
+    SPLIT_MIN_ROWS, bgemm, bgemm_floats, bgemm_ok, bl_helper, gemm_rm, helper_start, helper_stop,
+    pack_panels_t, packed_size, pgemm, run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
@@ -92,6 +94,26 @@ def _helper_products() -> int:
     threads, the BLAS single-threaded (tests)."""
     return bl_backward_helper_products
 
+def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add, int c0=0,
+           int c1=-1) -> None:
+    """C[:, c0:c1] (+)= op(A) @ B[:, c0:c1] (op(A) = A, or A^T with at) through our kernel for
+    the whole-sequence products, as dx_part and product_at call it (tests)."""
+    cdef int m = a.shape[1] if at else a.shape[0], k = a.shape[0] if at else a.shape[1]
+    cdef int n = b.shape[1]
+    c1 = n if c1 < 0 else c1
+    if not bgemm_ok():
+        raise RuntimeError("this CPU does not run the kernel (no AVX-512)")
+    if b.shape[0] != k or c.shape[0] != m or c.shape[1] < n or not 0 <= c0 <= c1 <= n:
+        raise ValueError("shapes do not match")
+    if c1 == c0 or m == 0:
+        return
+    store = np.empty(bgemm_floats(c1 - c0, k, at) + 16, np.float32)
+    cdef float[::1] buf = store
+    cdef float *bp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
+    with nogil:
+        bgemm(m, c1 - c0, k, &a[0, 0], a.shape[1], at, &b[0, c0], b.shape[1], &c[0, c0],
+              c.shape[1], add, bp)
+
 cdef struct BWork:
     Weights w
     float *dA       # [S][N][4H] gradients of the gate pre-activations
@@ -113,6 +135,9 @@ cdef struct BWork:
     float *whtp     # W_h^T packed for pgemm (the per-step dh = dA W_h)
     float *wxtp     # W_x^T packed for pgemm (the per-step dX = dA W_x)
     float *dbsum    # [2][4H] column sums of dA, rows [0, N/2) and [N/2, N) of every step
+    float *bgbuf    # [2][bgpart] pack buffers of the products on our kernel, one per part
+    size_t bgpart
+    bint own        # the whole-sequence products run on our kernel (_bgemm.h), not the BLAS
 
 cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
     return p.W1 if p.L > 1 and p.W1 > p.In else p.In
@@ -123,9 +148,19 @@ cdef bint loop_dx(const LSTMPlan *p) noexcept nogil:
         + packed_size(<int>p.H, <int>(4 * p.H))
     return p.N >= LOOP_DX_MIN_ROWS and weights * sizeof(float) <= LOOP_DX_MAX_WEIGHT_BYTES
 
+cdef size_t bgemm_part_floats(const LSTMPlan *p) noexcept nogil:
+    """Floats of one part's pack buffers for the products on our kernel (0 if it cannot run):
+    dW_x, dW_h and dW_c over the S*N rows, and dX over 4H."""
+    cdef int SN = <int>(p.S * p.N), H = <int>p.H, win = <int>input_width(p)
+    if not bgemm_ok():
+        return 0
+    return (max(bgemm_floats(win, SN, 1), bgemm_floats(H, SN, 1), bgemm_floats(win, 4 * H, 0))
+            + 15) & ~(<size_t>15)          # the second part's buffer starts 64-byte aligned
+
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
-    cdef size_t o[24]
+    cdef size_t o[25]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
+    cdef size_t bgpart = bgemm_part_floats(p)
     if weights_regions(p, &off, o) \
             or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
             or region(&off, SN, win, 1, &o[7]) or region(&off, SN, win, 1, &o[8]) \
@@ -140,6 +175,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, 2, 4 * H, 1, &o[22]) \
             or region(&off, packed_size(<int>win, <int>(4 * H)) if loop_dx(p) else 0, 1, 1,
                       &o[23]) \
+            or region(&off, 2, bgpart, 1, &o[24]) \
             or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
@@ -149,7 +185,9 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.hprev, b.cprev, b.dh, b.dc = base + o[9], base + o[10], base + o[11], base + o[12]
         b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
-        b.whtp, b.dbsum, b.wxtp = base + o[21], base + o[22], base + o[23]
+        b.whtp, b.dbsum, b.wxtp, b.bgbuf = base + o[21], base + o[22], base + o[23], base + o[24]
+        b.bgpart = bgpart
+        b.own = bgpart != 0 and own_products()
     return 0
 
 cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
@@ -255,8 +293,8 @@ cdef const WeightView *grad_input_view(const LSTMPlan *p, const GradGate *gg, in
 
 cdef struct Grads:
     # The whole-sequence products of one (layer, direction), in two parts that depend on no
-    # other: part q takes gates [2q, 2q + 2) of every weight gradient and half of dX's rows
-    # (when the time loop did not compute dX).
+    # other: part q takes gates [2q, 2q + 2) of every weight gradient and half of dX (when the
+    # time loop did not compute it).
     # Always these two, one after the other when there is no helper: a BLAS sums a product's
     # rows differently when they are cut elsewhere, so the cut must not depend on n_threads.
     # When OpenBLAS is made single-threaded for them, it is whatever n_threads is, likewise.
@@ -269,16 +307,46 @@ cdef struct Grads:
     int ldx, in_w
     bint dx_after
 
+cdef void product_at(const Grads *g, int part, int m, int n, const float *a, const float *x,
+                     int ldx, float *c) noexcept nogil:
+    """C[m x n] = A^T X over the S*N rows: A is m columns of dA (row stride 4H), X [S*N x n]
+    (row stride ldx); on our kernel (with this part's pack buffers) or through the BLAS."""
+    cdef int SN = <int>(g.p.S * g.p.N), G = 4 * <int>g.p.H
+    if g.b.own:
+        bgemm(m, n, SN, a, G, 1, x, ldx, c, n, 0, g.b.bgbuf + part * g.b.bgpart)
+    else:
+        gemm_rm(b'T', b'N', m, n, SN, 1.0, a, G, x, ldx, 0.0, c, n)
+
+cdef void dx_part(const Grads *g, int part) noexcept nogil:
+    """This part's share of dX (+)= dA W_x (summed over the directions): on our kernel half of
+    dX's columns (whole panels, so that each part packs only its half of W_x), through the BLAS
+    half of its rows."""
+    cdef const LSTMPlan *p = g.p
+    cdef BWork *b = g.b
+    cdef int G = 4 * <int>p.H, SN = <int>(p.S * p.N), in_w = g.in_w
+    cdef int mid = (in_w + 15) // 16 // 2 * 16, r0, r1, c0, c1
+    cdef float beta = 0.0 if g.d == 0 else 1.0
+    if b.own:
+        c0 = 0 if part == 0 else mid
+        c1 = mid if part == 0 else in_w
+        if c1 > c0:
+            bgemm(SN, c1 - c0, G, b.dA, G, 0, b.w.wx_cur + c0, b.w.ldwx, b.dX + c0, in_w,
+                  g.d != 0, b.bgbuf + part * b.bgpart)
+        return
+    r0 = 0 if part == 0 else SN // 2
+    r1 = SN // 2 if part == 0 else SN
+    if r1 > r0:
+        gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
+                b.w.ldwx, beta, b.dX + <size_t>r0 * in_w, in_w)
+
 cdef void gradients_part(const Grads *g, int part) noexcept nogil:
     """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
-    then, when the time loop did not, dX (+)= dA W_x on this part's rows (summed over the
-    directions)."""
+    then, when the time loop did not, this part's share of dX (dx_part)."""
     cdef const LSTMPlan *p = g.p
     cdef const GradPlan *gr = g.gr
     cdef BWork *b = g.b
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), in_w = g.in_w
     cdef int k0 = 2 * part, k1 = k0 + 2, k, j, g0 = k0 * H, gn = 2 * H
-    cdef int r0 = 0 if part == 0 else SN // 2, r1 = SN // 2 if part == 0 else SN
     cdef size_t idx
     # this part's scratch rows of dW ([4H][max(in_w, H)]): no overlap with the other part's
     cdef float *dW = b.dW + <size_t>g0 * <size_t>(in_w if in_w > H else H)
@@ -292,13 +360,13 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
         want_h = want_h or gr.gate[k].dwh.data != NULL
         want_b = want_b or gr.gate[k].db.data != NULL
     if want_x:
-        gemm_rm(b'T', b'N', gn, in_w, SN, 1.0, b.dA + g0, G, g.xin, g.ldx, 0.0, dW, in_w)
+        product_at(g, part, gn, in_w, b.dA + g0, g.xin, g.ldx, dW)
         for k in range(k0, k1):
             wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
             if wv.data != NULL:
                 scatter_matrix(wv, idx, g.d, dW + (k - k0) * H * in_w, H, in_w)
     if want_h:
-        gemm_rm(b'T', b'N', gn, H, SN, 1.0, b.dA + g0, G, b.hprev, H, 0.0, dW, H)
+        product_at(g, part, gn, H, b.dA + g0, b.hprev, H, dW)
         for k in range(k0, k1):
             if gr.gate[k].dwh.data != NULL:
                 scatter_matrix(&gr.gate[k].dwh, g.l, g.d, dW + (k - k0) * H * H, H, H)
@@ -313,16 +381,14 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
         if gg.dwc.data == NULL:
             continue
         if p.gate[k].peephole == PEEP_FULL:
-            gemm_rm(b'T', b'N', H, H, SN, 1.0, b.dA + k * H, G,
-                    g.cell if k == GATE_O else b.cprev, H, 0.0, dW, H)
+            product_at(g, part, H, H, b.dA + k * H, g.cell if k == GATE_O else b.cprev, H, dW)
             scatter_matrix(&gg.dwc, g.l, g.d, dW, H, H)
         else:
             scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H, SN,
                                H, dv)
             scatter_vector(&gg.dwc, g.l, g.d, dv, H)
-    if g.dx_after and r1 > r0:
-        gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
-                b.w.ldwx, 0.0 if g.d == 0 else 1.0, b.dX + <size_t>r0 * in_w, in_w)
+    if g.dx_after:
+        dx_part(g, part)
 
 cdef void gradients_task(void *arg, int part) noexcept nogil:
     gradients_part(<Grads *>arg, part)
@@ -447,8 +513,9 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         backward_steps(&steps, 0, N)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
-    single = blas_single_enter(current_sgemm())
-    split_products = single and allowed_threads(p) >= 2 \
+    # on our kernel the products call no BLAS: the two threads can always share them
+    single = not b.own and blas_single_enter(current_sgemm())
+    split_products = (b.own or single) and allowed_threads(p) >= 2 \
         and p.S * N * 4 * p.H * (<size_t>in_w * (2 if grads.dx_after else 1) + p.H) \
         >= PRODUCTS_MIN_MACS
     if helper_on and not split_products:

@@ -1,7 +1,8 @@
 # cython: language_level=3
 """The one place the kernels multiply matrices: row-major GEMM on top of Fortran-ABI sgemm
-(the backward's products), and the forward's products with weights packed once per call
-(_pgemm.h), each split in two parts that a helper thread can share (_helper.h)."""
+(the backward's products, unless the next one takes them), the products with weights packed
+once per call (_pgemm.h), and the backward's whole-sequence products on that kernel, blocked for
+the caches (_bgemm.h); each split in two parts that a helper thread can share (_helper.h)."""
 
 from bnnslstm._blas cimport dispatch_sgemm as sgemm
 
@@ -37,6 +38,12 @@ cdef extern from "_pgemm.h" nogil:
     void pgemm_task "bl_pgemm_task"(void *job, int part)
     void pgemm_units_job "bl_pgemm_units"(const bl_pgemm_job *job, int p0, int p1)
     size_t direct_floats "bl_direct_floats"(int k)
+
+cdef extern from "_bgemm.h" nogil:
+    void bgemm "bl_bgemm"(int m, int n, int k, const float *A, size_t lda, int at,
+                          const float *B, size_t ldb, float *C, size_t ldc, int add, float *buf)
+    size_t bgemm_floats "bl_bgemm_floats"(int n, int k, int at)
+    bint bgemm_ok "bl_bgemm_ok"()
 
 cdef enum:
     # With two threads, each takes half of the batch rows of a time loop (forward or

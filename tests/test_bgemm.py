@@ -1,0 +1,59 @@
+"""The backward's whole-sequence products on our kernel (_bgemm.h): dX = dA W_x (A as it lies)
+and dW = dA^T X (A transposed in blocks), against float64 numpy at every edge the blocking
+meets (row groups and their tails, partial panels, k in several blocks), writing nothing outside
+C, and bit for bit the same when two threads each take half of the columns."""
+import itertools
+
+import numpy as np
+import pytest
+from bnnslstm._backward import _bgemm
+
+from bnnslstm._blas import _kernel_available
+
+pytestmark = pytest.mark.skipif(not _kernel_available(), reason="no AVX-512: BLAS does these")
+
+
+def case(rng, m, n, k, at):
+    a = rng.standard_normal((k, m) if at else (m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    c = np.full((m, n + 5), np.nan, np.float32)      # 5 padding columns must stay NaN
+    c[:, :n] = rng.standard_normal((m, n)).astype(np.float32)
+    op = a.astype(np.float64).T if at else a.astype(np.float64)
+    return a, b, c, op @ b.astype(np.float64)
+
+
+# rows: below, at and past a register block (8) and a row group (48 as it lies, 96 transposed);
+# k: one block, and past a block (2048 as it lies, then blocks of 1024; 800 transposed)
+@pytest.mark.parametrize(("at", "ms", "ks"), [
+    (False, (1, 7, 9, 48, 49, 100), (1, 17, 2100)),
+    (True, (1, 7, 9, 96, 97, 130), (1, 17, 801, 1700)),
+])
+@pytest.mark.parametrize("add", [False, True])
+def test_matches_float64(rng, at, ms, ks, add):
+    for m, n, k in itertools.product(ms, (1, 16, 17, 50), ks):
+        a, b, c, product = case(rng, m, n, k, at)
+        want = product + (c[:, :n].astype(np.float64) if add else 0.0)
+        _bgemm(a, b, c, at, add)
+        np.testing.assert_allclose(c[:, :n], want, rtol=1e-5, atol=1e-5 * np.sqrt(k) * 4)
+        assert np.isnan(c[:, n:]).all()
+
+
+@pytest.mark.parametrize("at", [False, True])
+def test_column_halves_are_the_whole_bit_for_bit(rng, at):
+    # the backward's two parts each take whole panels of dX's columns
+    for m, n, k in ((49, 50, 2100), (97, 33, 1700), (5, 17, 3)):
+        a, b, c, _ = case(rng, m, n, k, at)
+        whole, halves = c.copy(), c.copy()
+        _bgemm(a, b, whole, at, True)
+        mid = (n + 15) // 16 // 2 * 16
+        _bgemm(a, b, halves, at, True, 0, mid)
+        _bgemm(a, b, halves, at, True, mid, n)
+        assert np.array_equal(whole, halves, equal_nan=True)
+
+
+def test_bad_shapes_are_refused(rng):
+    a, b, c, _ = case(rng, 3, 8, 5, False)
+    with pytest.raises(ValueError, match="shapes"):
+        _bgemm(a, b[:4], c, False, False)
+    with pytest.raises(ValueError, match="shapes"):
+        _bgemm(a, b, c, False, False, 4, 2)

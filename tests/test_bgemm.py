@@ -6,7 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
-from bnnslstm._backward import _bgemm
+from bnnslstm._backward import _bgemm, _bgemm2
 
 from bnnslstm._blas import _kernel_available
 
@@ -49,6 +49,22 @@ def test_column_halves_are_the_whole_bit_for_bit(rng, at):
         _bgemm(a, b, halves, at, True, 0, mid)
         _bgemm(a, b, halves, at, True, mid, n)
         assert np.array_equal(whole, halves, equal_nan=True)
+
+
+def test_two_products_share_the_transposition_bit_for_bit(rng):
+    # dW_x and dW_h in one call: each as its own call gives, past a k block and a row group
+    for m, n1, n2, k in ((97, 50, 17, 1700), (9, 64, 48, 801), (3, 1, 16, 5)):
+        a, b1, c1, want1 = case(rng, m, n1, k, True)
+        b2 = rng.standard_normal((k, n2)).astype(np.float32)
+        c2 = np.full((m, n2 + 3), np.nan, np.float32)
+        one1, one2 = c1.copy(), c2.copy()
+        _bgemm2(a, b1, c1, b2, c2)
+        _bgemm(a, b1, one1, True, False)
+        _bgemm(a, b2, one2, True, False)
+        assert np.array_equal(c1, one1, equal_nan=True)
+        assert np.array_equal(c2, one2, equal_nan=True)
+        np.testing.assert_allclose(c1[:, :n1], want1, rtol=1e-5, atol=1e-5 * np.sqrt(k) * 4)
+        assert np.isnan(c1[:, n1:]).all() and np.isnan(c2[:, n2:]).all()
 
 
 def test_bad_shapes_are_refused(rng):

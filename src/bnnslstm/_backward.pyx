@@ -19,7 +19,7 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, bgemm, bgemm_floats, bgemm_ok, bl_helper, gemm_rm, helper_start, helper_stop,
+    SPLIT_MIN_ROWS, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper, gemm_rm, helper_start, helper_stop,
     pack_panels_t, packed_size, pgemm, run_parts,
 )
 from bnnslstm._plan cimport (
@@ -114,6 +114,22 @@ def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add,
         bgemm(m, c1 - c0, k, &a[0, 0], a.shape[1], at, &b[0, c0], b.shape[1], &c[0, c0],
               c.shape[1], add, bp)
 
+def _bgemm2(float[:, ::1] a, float[:, ::1] b1, float[:, ::1] c1, float[:, ::1] b2,
+            float[:, ::1] c2) -> None:
+    """C1 = A^T B1 and C2 = A^T B2 in one call, as dW_x and dW_h share dA^T (tests)."""
+    cdef int m = a.shape[1], k = a.shape[0], n1 = b1.shape[1], n2 = b2.shape[1]
+    if not bgemm_ok():
+        raise RuntimeError("this CPU does not run the kernel (no AVX-512)")
+    if b1.shape[0] != k or b2.shape[0] != k or c1.shape[0] != m or c2.shape[0] != m \
+            or c1.shape[1] < n1 or c2.shape[1] < n2 or min(m, k, n1, n2) == 0:
+        raise ValueError("shapes do not match")
+    store = np.empty(bgemm2_floats(n1, n2, k, 1) + 16, np.float32)
+    cdef float[::1] buf = store
+    cdef float *bp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
+    with nogil:
+        bgemm2(m, k, &a[0, 0], a.shape[1], 1, n1, &b1[0, 0], b1.shape[1], &c1[0, 0],
+               c1.shape[1], n2, &b2[0, 0], b2.shape[1], &c2[0, 0], c2.shape[1], 0, bp)
+
 cdef struct BWork:
     Weights w
     float *dA       # [S][N][4H] gradients of the gate pre-activations
@@ -130,7 +146,7 @@ cdef struct BWork:
     float *thd      # [N][H] act_hidden'(c)
     float *h0       # [N][H]
     float *c0       # [N][H]
-    float *dW       # [4H][Win] one weight gradient block
+    float *dW       # [4H][Win + H] weight gradient blocks: per part [2H][Win] and [2H][H]
     float *dv       # [4H] bias or diagonal-peephole gradient
     float *whtp     # W_h^T packed for pgemm (the per-step dh = dA W_h)
     float *wxtp     # W_x^T packed for pgemm (the per-step dX = dA W_x)
@@ -150,11 +166,11 @@ cdef bint loop_dx(const LSTMPlan *p) noexcept nogil:
 
 cdef size_t bgemm_part_floats(const LSTMPlan *p) noexcept nogil:
     """Floats of one part's pack buffers for the products on our kernel (0 if it cannot run):
-    dW_x, dW_h and dW_c over the S*N rows, and dX over 4H."""
+    dW_x and dW_h (together) or dW_c over the S*N rows, and dX over 4H."""
     cdef int SN = <int>(p.S * p.N), H = <int>p.H, win = <int>input_width(p)
     if not bgemm_ok():
         return 0
-    return (max(bgemm_floats(win, SN, 1), bgemm_floats(H, SN, 1), bgemm_floats(win, 4 * H, 0))
+    return (max(bgemm2_floats(win, H, SN, 1), bgemm_floats(win, 4 * H, 0))
             + 15) & ~(<size_t>15)          # the second part's buffer starts 64-byte aligned
 
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
@@ -169,7 +185,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, N, 4 * H, 1, &o[13]) or region(&off, N, 4 * H, 1, &o[14]) \
             or region(&off, N, H, 1, &o[15]) or region(&off, N, H, 1, &o[16]) \
             or region(&off, N, H, 1, &o[17]) or region(&off, N, H, 1, &o[18]) \
-            or region(&off, 4 * H, win if win > H else H, 1, &o[19]) \
+            or region(&off, 4 * H, win + H, 1, &o[19]) \
             or region(&off, 4 * H, 1, 1, &o[20]) \
             or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]) \
             or region(&off, 2, 4 * H, 1, &o[22]) \
@@ -348,8 +364,9 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
     cdef int H = <int>p.H, G = 4 * H, SN = <int>(p.S * p.N), in_w = g.in_w
     cdef int k0 = 2 * part, k1 = k0 + 2, k, j, g0 = k0 * H, gn = 2 * H
     cdef size_t idx
-    # this part's scratch rows of dW ([4H][max(in_w, H)]): no overlap with the other part's
-    cdef float *dW = b.dW + <size_t>g0 * <size_t>(in_w if in_w > H else H)
+    # this part's scratch for dW_x [2H][in_w], then dW_h [2H][H]: no overlap with the other's
+    cdef float *dW = b.dW + <size_t>g0 * <size_t>(in_w + H)
+    cdef float *dWh = dW + <size_t>gn * <size_t>in_w
     cdef float *dv = b.dv + g0
     cdef const GradGate *gg
     cdef const WeightView *wv
@@ -359,17 +376,23 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
         want_x = want_x or wv.data != NULL
         want_h = want_h or gr.gate[k].dwh.data != NULL
         want_b = want_b or gr.gate[k].db.data != NULL
+    if want_x and want_h and b.own:     # one transposition of dA for both
+        bgemm2(gn, SN, b.dA + g0, G, 1, in_w, g.xin, g.ldx, dW, in_w, H, b.hprev, H, dWh, H, 0,
+               b.bgbuf + part * b.bgpart)
+    else:
+        if want_x:
+            product_at(g, part, gn, in_w, b.dA + g0, g.xin, g.ldx, dW)
+        if want_h:
+            product_at(g, part, gn, H, b.dA + g0, b.hprev, H, dWh)
     if want_x:
-        product_at(g, part, gn, in_w, b.dA + g0, g.xin, g.ldx, dW)
         for k in range(k0, k1):
             wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
             if wv.data != NULL:
                 scatter_matrix(wv, idx, g.d, dW + (k - k0) * H * in_w, H, in_w)
     if want_h:
-        product_at(g, part, gn, H, b.dA + g0, b.hprev, H, dW)
         for k in range(k0, k1):
             if gr.gate[k].dwh.data != NULL:
-                scatter_matrix(&gr.gate[k].dwh, g.l, g.d, dW + (k - k0) * H * H, H, H)
+                scatter_matrix(&gr.gate[k].dwh, g.l, g.d, dWh + (k - k0) * H * H, H, H)
     if want_b:       # db: the two halves of the column sums of dA (backward_steps)
         for j in range(gn):
             dv[j] = b.dbsum[g0 + j] + b.dbsum[G + g0 + j]

@@ -1,11 +1,12 @@
 /* The backward's whole-sequence products (dX = dA W_x, dW = dA^T X) on the panel kernel of
  * _pgemm.h, blocked for the caches as a GotoBLAS-style sgemm is: k in blocks whose B rows are
  * packed into panels, and C's rows in groups whose A stays in L2 while every panel block of
- * the k block passes it.
+ * the k block passes it. dA^T is transposed group by group in registers (read in place, its
+ * rows 4H floats apart would meet in a few cache sets), once for dW_x and dW_h together.
  *
- * On AVX-512 (Zen 5, 1 thread) this kernel ran these products 5-10% faster than OpenBLAS's
- * SkylakeX sgemm, with the packing included: h512's dX 218-224 against 201-205 GFLOP/s,
- * its dW 204-213 against 191-199 (the C prototype in BENCHMARKS.md, seventeenth session).
+ * On AVX-512 (Zen 5, 1 thread, packing included) it ran these products faster than OpenBLAS's
+ * SkylakeX sgemm: dX 216-220 against 200-204 GFLOP/s at h256-h1024, dW 203-213 against
+ * 192-203, and at 150 steps (k = 9600) dW 184-190 against 178-183 (seventeenth session).
  *
  * Every element of C is summed in k order within a k block and the blocks are added in order,
  * so a result depends only on (m, n, k, at): not on which rows or columns a thread takes.
@@ -17,16 +18,13 @@
 
 /* k per block and rows per group: A read in place (rows) streams well over the whole k up to
  * 2048 (dX's k = 4H), and in blocks of 1024 beyond; A^T (dW's k = S*N) is transposed into
- * blocks of 96 rows x 800 k (measured best of 48-128 x 512-full at h256-h1024, S*N 800-9600). */
+ * blocks of 96 rows x 800 k (of 48-192 rows x 400-full k, within 3% of the best at h256-h1024,
+ * S*N 800-9600; 64 and 128 rows gave no consistent gain in training steps). */
 #define BL_BG_ROWS_N 48
 #define BL_BG_K_N 2048
 #define BL_BG_KBLOCK_N 1024
-#ifndef BL_BG_ROWS_T
 #define BL_BG_ROWS_T 96
-#endif
-#ifndef BL_BG_K_T
 #define BL_BG_K_T 800
-#endif
 
 /* Is this kernel the one to use for these products: x86-64 with AVX-512, where it was measured
  * against OpenBLAS (elsewhere the BLAS keeps them: Accelerate on Apple silicon, unmeasured). */
@@ -46,11 +44,16 @@ static inline int bl_bgemm_kc(int k, int at)
     return k <= BL_BG_K_N ? k : BL_BG_KBLOCK_N;
 }
 
-/* Floats of the two pack buffers of one bl_bgemm call (B's panels, then A^T's rows). */
-static inline size_t bl_bgemm_floats(int n, int k, int at)
+/* Floats of the pack buffers of one bl_bgemm2 call: B1's and B2's panels, then A^T's rows. */
+static inline size_t bl_bgemm2_floats(int n1, int n2, int k, int at)
 {
     int kc = bl_bgemm_kc(k, at);
-    return bl_packed_size(n, kc) + (at ? (size_t)BL_BG_ROWS_T * kc : 0);
+    return bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (at ? (size_t)BL_BG_ROWS_T * kc : 0);
+}
+
+static inline size_t bl_bgemm_floats(int n, int k, int at)
+{
+    return bl_bgemm2_floats(n, 0, k, at);
 }
 
 /* T[r][kk] = A[kk][r] (A row stride lda, T row stride kc): 16 x 16 tiles in registers. */
@@ -77,19 +80,42 @@ static void bl_transpose_block(int rows, int kc, const float *A, size_t lda, flo
             T[(size_t)r0 * kc + kk] = A[(size_t)kk * lda + r0];
 }
 
-/* C[m x n] (+)= op(A) @ B, all row-major: op(A) = A [m x k] (row stride lda), or with `at`
- * A^T of A [k x m]; B [k x n] (row stride ldb). add: accumulate into C, else overwrite.
- * buf: bl_bgemm_floats(n, k, at) floats, 64-byte aligned. Wide ISA only (32 registers). */
+/* The rows [0, rows) of C over one k block (kc) of the packed panels bp: blocks of 3 panels,
+ * the last 4 as 2 + 2 (a block of 1 panel has too few accumulators to hide its loads). */
+static inline __attribute__((always_inline)) void
+bl_bgemm_panels(int rows, int n, int kc, const float *a, size_t la, const float *bp, float *C,
+                size_t ldc, int add)
+{
+    const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(1, rows);
+    for (int p = 0; p < P;) {
+        int nv = P - p < per ? P - p : per;
+        if (per == 3 && P - p == 4)
+            nv = 2;
+        const int left = n - p * BL_PANEL;
+        bl_pgemm_cols(1, nv, rows, kc, a, la, bp + (size_t)p * kc * BL_PANEL,
+                      C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add);
+        p += nv;
+    }
+}
+
+/* C1[m x n1] (+)= op(A) @ B1 and C2[m x n2] (+)= op(A) @ B2, all row-major: op(A) = A [m x k]
+ * (row stride lda), or with `at` A^T of A [k x m]; B1 [k x n1], B2 [k x n2] (row strides ldb1,
+ * ldb2; n2 may be 0). Two products with one left operand share its transposition (dW_x and
+ * dW_h both read dA^T). add: accumulate into C, else overwrite. buf: bl_bgemm2_floats(n1, n2,
+ * k, at) floats, 64-byte aligned. Wide ISA only (32 registers). */
 BL_CLONES
-static void bl_bgemm(int m, int n, int k, const float *A, size_t lda, int at, const float *B,
-                     size_t ldb, float *C, size_t ldc, int add, float *buf)
+static void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, int n1, const float *B1,
+                      size_t ldb1, float *C1, size_t ldc1, int n2, const float *B2, size_t ldb2,
+                      float *C2, size_t ldc2, int add, float *buf)
 {
     const int kc_max = bl_bgemm_kc(k, at), R = at ? BL_BG_ROWS_T : BL_BG_ROWS_N;
-    const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(1, R);
-    float *bp = buf, *ap = buf + bl_packed_size(n, kc_max);
+    float *bp1 = buf, *bp2 = buf + bl_packed_size(n1, kc_max);
+    float *ap = bp2 + bl_packed_size(n2, kc_max);
     for (int k0 = 0; k0 < k; k0 += kc_max) {
         const int kc = k - k0 < kc_max ? k - k0 : kc_max;
-        bl_pack_panels_t(n, kc, B + (size_t)k0 * ldb, ldb, bp);
+        bl_pack_panels_t(n1, kc, B1 + (size_t)k0 * ldb1, ldb1, bp1);
+        if (n2 > 0)
+            bl_pack_panels_t(n2, kc, B2 + (size_t)k0 * ldb2, ldb2, bp2);
         for (int i0 = 0; i0 < m; i0 += R) {
             const int rows = m - i0 < R ? m - i0 : R;
             const float *a = A + (size_t)i0 * lda + k0;
@@ -99,15 +125,19 @@ static void bl_bgemm(int m, int n, int k, const float *A, size_t lda, int at, co
                 a = ap;
                 la = (size_t)kc;
             }
-            for (int p = 0; p < P; p += per) {
-                const int nv = P - p < per ? P - p : per;
-                const int left = n - p * BL_PANEL;
-                bl_pgemm_cols(1, nv, rows, kc, a, la, bp + (size_t)p * kc * BL_PANEL,
-                              C + (size_t)i0 * ldc + p * BL_PANEL, ldc,
-                              left < nv * BL_PANEL ? left : nv * BL_PANEL, add || k0 > 0);
-            }
+            bl_bgemm_panels(rows, n1, kc, a, la, bp1, C1 + (size_t)i0 * ldc1, ldc1, add || k0 > 0);
+            if (n2 > 0)
+                bl_bgemm_panels(rows, n2, kc, a, la, bp2, C2 + (size_t)i0 * ldc2, ldc2,
+                                add || k0 > 0);
         }
     }
+}
+
+/* C[m x n] (+)= op(A) @ B: bl_bgemm2 with one product; buf: bl_bgemm_floats(n, k, at). */
+static inline void bl_bgemm(int m, int n, int k, const float *A, size_t lda, int at,
+                            const float *B, size_t ldb, float *C, size_t ldc, int add, float *buf)
+{
+    bl_bgemm2(m, k, A, lda, at, n, B, ldb, C, ldc, 0, NULL, 0, NULL, 0, add, buf);
 }
 
 #endif

@@ -43,6 +43,11 @@ cdef extern from "_bgemm.h" nogil:
     void bgemm "bl_bgemm"(int m, int n, int k, const float *A, size_t lda, int at,
                           const float *B, size_t ldb, float *C, size_t ldc, int add, float *buf)
     size_t bgemm_floats "bl_bgemm_floats"(int n, int k, int at)
+    void bgemm2 "bl_bgemm2"(int m, int k, const float *A, size_t lda, int at, int n1,
+                            const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2,
+                            const float *B2, size_t ldb2, float *C2, size_t ldc2, int add,
+                            float *buf)
+    size_t bgemm2_floats "bl_bgemm2_floats"(int n1, int n2, int k, int at)
     bint bgemm_ok "bl_bgemm_ok"()
 
 cdef enum:

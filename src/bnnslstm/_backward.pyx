@@ -19,8 +19,8 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper, gemm_rm, helper_start, helper_stop,
-    pack_panels_t, packed_size, pgemm, run_parts,
+    SPLIT_MIN_ROWS, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper, gemm_rm,
+    helper_start, helper_stop, pack_panels_t, packed_size, pgemm, run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
@@ -103,7 +103,8 @@ def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add,
     c1 = n if c1 < 0 else c1
     if not bgemm_ok():
         raise RuntimeError("this CPU does not run the kernel (no AVX-512)")
-    if b.shape[0] != k or c.shape[0] != m or c.shape[1] < n or not 0 <= c0 <= c1 <= n:
+    if b.shape[0] != k or c.shape[0] != m or c.shape[1] < n or not 0 <= c0 <= c1 <= n \
+            or k == 0:
         raise ValueError("shapes do not match")
     if c1 == c0 or m == 0:
         return
@@ -523,10 +524,10 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     grads.xin, grads.cell, grads.ldx, grads.in_w = xin, steps.cell, ldx, in_w
     # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the
     # time loop (full peepholes call the BLAS inside the loop: they stay on one thread), and
-    # half of the whole-sequence products after it with OpenBLAS single-threaded, so that its
-    # own workers never wake (they would spin ~0.1 s on the cores the next call needs).
-    # Otherwise the products run on the BLAS's threads, and the helper must not wait beside
-    # them.
+    # half of the whole-sequence products after it: on our kernel, or with OpenBLAS made
+    # single-threaded, so that its own workers never wake (they would spin ~0.1 s on the cores
+    # the next call needs). Otherwise the products run on the BLAS's threads, and the helper
+    # must not wait beside them.
     split_loop = use_helper(p) and N >= 2 * SPLIT_MIN_ROWS and not any_full_peephole(p)
     if split_loop and helper_start(&helper):
         helper_on = True
@@ -536,7 +537,6 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         backward_steps(&steps, 0, N)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
-    # on our kernel the products call no BLAS: the two threads can always share them
     single = not b.own and blas_single_enter(current_sgemm())
     split_products = (b.own or single) and allowed_threads(p) >= 2 \
         and p.S * N * 4 * p.H * (<size_t>in_w * (2 if grads.dx_after else 1) + p.H) \

@@ -38,6 +38,15 @@ def blas_summary() -> str:
     return f"{cfg.get('name')} {cfg.get('version')} via scipy {scipy.__version__}"
 
 
+def kernel_gemms() -> str:
+    """Where the kernels' GEMMs run, in a few words (the back end's BLAS: blas_summary)."""
+    from bnnslstm import _blas
+
+    if _blas._own_products():
+        return "bnnslstm's own kernel (the forward, and the backward's products on AVX-512)"
+    return "bnnslstm's own kernel (the forward); the backward's products on the BLAS"
+
+
 def openblas_env() -> dict[str, str | None]:
     return {v: os.environ.get(v) for v in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE",
                                            "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}

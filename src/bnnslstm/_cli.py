@@ -18,6 +18,7 @@ def info() -> int:
         blas_summary,
         core_type_warning,
         cpu_info,
+        kernel_gemms,
         openblas_env,
         scipy_blas,
     )
@@ -33,6 +34,7 @@ def info() -> int:
     model, extensions = cpu_info()
     print(f"CPU: {model} ({platform.machine()}); vector extensions: "
           f"{' '.join(extensions) or 'unknown'}")
+    print(f"kernel GEMMs: {kernel_gemms()}")
     print(f"kernel BLAS: {bl.current_blas()} -> {blas_summary()}")
     print("BLAS back ends available: " + ", ".join(f"{k} ({v})"
                                                   for k, v in bl.available_blas().items()))

@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 import bnnslstm as bl
-from bnnslstm._blasinfo import blas_summary
+from bnnslstm._blasinfo import blas_summary, kernel_gemms
 
 
 def sine_batch(rng: np.random.Generator, T: int, N: int, I: int) -> tuple[np.ndarray, np.ndarray]:
@@ -44,7 +44,8 @@ class Adam:
 def main(steps: int = 120) -> int:
     rng = np.random.default_rng(0)
     T, N, I, H, L = 40, 64, 4, 32, 2
-    print(f"bnnslstm {bl.__version__} (ABI {bl.ABI_VERSION}); BLAS: {blas_summary()}")
+    print(f"bnnslstm {bl.__version__} (ABI {bl.ABI_VERSION}); GEMMs: {kernel_gemms()}; "
+          f"BLAS: {blas_summary()}")
     print(f"task: read the frequency of noisy sine waves; model: {L}-layer bidirectional LSTM "
           f"(I={I}, H={H}, dropout 0.1) + linear head; batch {N} x {T} steps")
     lstm = bl.LSTM(I, H, L, bidirectional=True, dropout=0.1, seed=0)

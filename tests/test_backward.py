@@ -226,3 +226,11 @@ def test_dx_in_or_after_the_loop(rng, H, N, after, peephole, bidir):
     assert _dx_after_loop() - before == (1 + bidir if after else 0)
     for n, length in enumerate(lengths):
         assert np.all(got["x"][length:, n] == 0.0)     # padded steps of x get no gradient
+
+
+@pytest.mark.parametrize("H, N", [(520, 5), (1040, 16)])
+def test_recurrent_product_in_k_blocks(rng, H, N):
+    # 4H past 2048: dh = dA W_h goes in k blocks of 1024, the last one partial (32 or 64);
+    # at H = 1040 with 16 rows the packed W_h (17 MiB) also takes the prefetching path
+    p = random_problem(rng, I=4, H=H, N=N, S=3, scale=0.1)
+    check(p, rng)

@@ -66,6 +66,19 @@ def test_transposed_matches_float64(rng, m):
         assert np.isnan(c[:, n:]).all()
 
 
+@pytest.mark.parametrize("m", [16, 23, 64])
+def test_weights_past_the_prefetch_size(rng, m):
+    # packed W over 8 MiB: each block of panels prefetches the next (bl_pf), in the shares of
+    # the row blocks, to the end of each gate (33 panels: the last block is partial)
+    for gates, H, k, transposed in ((4, 520, 1100, False), (1, 1100, 2100, True)):
+        a, w, c, want = case(rng, m, gates * H, k, transposed)
+        forward, backward = c.copy(), c.copy()
+        _pgemm(a, w, forward, gates, transposed, True)
+        _pgemm(a, w, backward, gates, transposed, False, rev=True)
+        np.testing.assert_allclose(forward[:, :gates * H], want, rtol=1e-5, atol=1e-5 * k)
+        assert np.array_equal(forward, backward, equal_nan=True)
+
+
 @pytest.mark.parametrize("direct", [False, True])
 def test_helper_split_is_bit_identical(rng, direct):
     # 3 gates of 40 units: 3 panels each, so the two halves (4 and 5 panels) meet in a gate

@@ -20,7 +20,8 @@ from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper, gemm_rm,
-    helper_start, helper_stop, pack_panels_t, packed_size, pgemm, run_parts,
+    helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size, pgemm, pgemm_kblocks,
+    run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
@@ -149,7 +150,7 @@ cdef struct BWork:
     float *c0       # [N][H]
     float *dW       # [4H][Win + H] weight gradient blocks: per part [2H][Win] and [2H][H]
     float *dv       # [4H] bias or diagonal-peephole gradient
-    float *whtp     # W_h^T packed for pgemm (the per-step dh = dA W_h)
+    float *whtp     # W_h^T packed in k blocks (the per-step dh = dA W_h, pgemm_kblocks)
     float *wxtp     # W_x^T packed for pgemm (the per-step dX = dA W_x)
     float *dbsum    # [2][4H] column sums of dA, rows [0, N/2) and [N/2, N) of every step
     float *bgbuf    # [2][bgpart] pack buffers of the products on our kernel, one per part
@@ -484,8 +485,8 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
             add_rows(n_end - max(n0, split), G, dA_t + max(n0, split) * G, G, b.dbsum + G)
         # dh_prev = dA W_h (rows of inactive samples keep their gradient); the panel order
         # alternates as in the forward
-        pgemm(NULL, <int>(n_end - n0), 1, H, G, dA_t + n0 * G, G, b.whtp, 0.0, b.dh + n0 * H,
-              H, step & 1)
+        pgemm_kblocks(<int>(n_end - n0), H, G, dA_t + n0 * G, G, b.whtp, b.dh + n0 * H, H,
+                      step & 1)
         # dX (+)= dA W_x, summed over the directions, while dA is in cache
         if s.dx_in_loop:
             pgemm(NULL, <int>(n_end - n0), 1, in_w, G, dA_t + n0 * G, G, b.wxtp,
@@ -505,7 +506,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     cdef bl_helper helper
     cdef bint helper_on = False, split_loop, split_products, single
     load_weights(p, &b.w, l, d, in_w)
-    pack_panels_t(<int>p.H, <int>(4 * p.H), b.w.wh_cur, b.w.ldwh, b.whtp)
+    pack_kblocks(<int>p.H, <int>(4 * p.H), b.w.wh_cur, b.w.ldwh, b.whtp)
     steps.dx_in_loop = need_dx and loop_dx(p)
     grads.dx_after = need_dx and not steps.dx_in_loop
     if grads.dx_after:

@@ -93,7 +93,8 @@ bl_bgemm_panels(int rows, int n, int kc, const float *a, size_t la, const float 
             nv = 2;
         const int left = n - p * BL_PANEL;
         bl_pgemm_cols(1, nv, rows, kc, a, la, bp + (size_t)p * kc * BL_PANEL,
-                      C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add);
+                      C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add,
+                      NULL, 0);   /* prefetching the next panels measured no gain here */
         p += nv;
     }
 }

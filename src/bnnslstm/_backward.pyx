@@ -19,9 +19,9 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper, gemm_rm,
-    helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size, pgemm, pgemm_kblocks,
-    run_parts,
+    SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper,
+    gemm_rm, helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size, pgemm,
+    pgemm_kblocks, run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
@@ -111,7 +111,7 @@ def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add,
         return
     store = np.empty(bgemm_floats(c1 - c0, k, at) + 16, np.float32)
     cdef float[::1] buf = store
-    cdef float *bp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
+    cdef float *bp = align64(&buf[0])
     with nogil:
         bgemm(m, c1 - c0, k, &a[0, 0], a.shape[1], at, &b[0, c0], b.shape[1], &c[0, c0],
               c.shape[1], add, bp)
@@ -127,7 +127,7 @@ def _bgemm2(float[:, ::1] a, float[:, ::1] b1, float[:, ::1] c1, float[:, ::1] b
         raise ValueError("shapes do not match")
     store = np.empty(bgemm2_floats(n1, n2, k, 1) + 16, np.float32)
     cdef float[::1] buf = store
-    cdef float *bp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
+    cdef float *bp = align64(&buf[0])
     with nogil:
         bgemm2(m, k, &a[0, 0], a.shape[1], 1, n1, &b1[0, 0], b1.shape[1], &c1[0, 0],
                c1.shape[1], n2, &b2[0, 0], b2.shape[1], &c2[0, 0], c2.shape[1], 0, bp)

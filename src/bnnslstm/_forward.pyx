@@ -19,7 +19,7 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, atomic_ulong, bl_helper, direct_floats, helper_start, helper_stop,
+    SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats, helper_start, helper_stop,
     online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
     pgemm_units, run_parts, step_barrier,
 )
@@ -92,7 +92,7 @@ def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint tr
         raise ValueError("shapes do not match")
     store = np.empty(max(gates * packed_size(H, k), 2 * direct_floats(k)) + 16, np.float32)
     cdef float[::1] buf = store
-    cdef float *wp = &buf[0] + ((-(<size_t>&buf[0]) // sizeof(float)) & 15)   # 64-byte aligned
+    cdef float *wp = align64(&buf[0])
     with nogil:
         if helper and helper_start(&h):
             hp = &h

@@ -85,6 +85,11 @@ cdef inline void pgemm_units(int m, int gates, int H, int k, const float *a, siz
     job.rev = rev
     pgemm_units_job(&job, p0, p1)
 
+cdef inline float *align64(float *p) noexcept nogil:
+    """p moved up to the next 64-byte boundary (the aligned loads of the panels): a buffer
+    needs 15 floats to spare."""
+    return p + ((-(<size_t>p) // sizeof(float)) & 15)
+
 cdef enum:
     # The products with W^T packed in k blocks (pack_kblocks): k beyond KBLOCK_MAX goes in
     # blocks of KBLOCK, whose panels (and A's rows) stay in L2 while the rows pass (h1024's

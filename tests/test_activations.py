@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import reference as ref
+
 from bnnslstm._abi import apply_activation
 
 

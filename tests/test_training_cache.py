@@ -7,12 +7,12 @@ import ctypes
 import numpy as np
 import pytest
 import reference as ref
-from bnnslstm._cache import _mask_offset
 from problems import build, build_delta, random_problem
 from test_backward import compare, incoming
 
 import bnnslstm as bl
 from bnnslstm import bnns
+from bnnslstm._cache import _mask_offset
 
 
 def capacity(built) -> int:

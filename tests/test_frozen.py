@@ -106,6 +106,10 @@ def test_bad_packed_buffers_are_refused(rng):
         (np.zeros_like(packed), "not made by bnnslstm_pack_weights"),  # never packed
         (np.empty(0, np.uint8), "NULL"),
     ]
+    # Packed by a build whose panels had another layout (the header's version, bytes 4-7).
+    older = packed.copy()
+    older[4:8] = np.frombuffer(np.uint32(1).tobytes(), np.uint8)
+    cases.append((older, "layout of version 1 .* pack them again"))
     # The same bytes at an address 4 bytes further on: the panels would be misaligned.
     shifted = np.empty(packed.size + 64, np.uint8)
     offset = (packed.ctypes.data + 4 - shifted.ctypes.data) % 64

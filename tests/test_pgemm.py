@@ -66,6 +66,29 @@ def test_transposed_matches_float64(rng, m):
         assert np.isnan(c[:, n:]).all()
 
 
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
+def test_group_edges_are_bit_identical(rng, m):
+    # The panels go in groups of 6 and no block crosses one: 7, 11 and 13 panels per gate end
+    # in groups of 1, 5 and 1; two threads split 3 gates of 7 panels inside a group; reversed
+    # blocks (2 + 3 of a group of 5) and kept panels (written while multiplying) give the
+    # same bits as the packed product.
+    for gates, H, k in ((1, 100, 33), (3, 112, 20), (4, 170, 17), (1, 208, 40)):
+        for helper in (False, True):
+            a, w, c, want = case(rng, m, gates * H, k, False)
+            runs = {name: c.copy() for name in ("packed", "rev", "direct", "twice", "keep")}
+            _pgemm(a, w, runs["packed"], gates, False, helper)
+            _pgemm(a, w, runs["rev"], gates, False, helper, rev=True)
+            _pgemm(a, w, runs["direct"], gates, False, helper, direct=True)
+            _pgemm(a, w, runs["twice"], gates, False, helper)
+            _pgemm(a, w, runs["twice"], gates, False, helper)
+            _pgemm(a, w, runs["keep"], gates, False, helper, keep=True)
+            np.testing.assert_allclose(runs["packed"][:, :gates * H], want, rtol=1e-5,
+                                       atol=1e-5 * k)
+            for name in ("rev", "direct"):
+                assert np.array_equal(runs[name], runs["packed"], equal_nan=True), name
+            assert np.array_equal(runs["keep"], runs["twice"], equal_nan=True)
+
+
 @pytest.mark.parametrize("m", [16, 23, 64])
 def test_weights_past_the_prefetch_size(rng, m):
     # packed W over 8 MiB: each block of panels prefetches the next (bl_pf), in the shares of

@@ -80,21 +80,23 @@ static void bl_transpose_block(int rows, int kc, const float *A, size_t lda, flo
             T[(size_t)r0 * kc + kk] = A[(size_t)kk * lda + r0];
 }
 
-/* The rows [0, rows) of C over one k block (kc) of the packed panels bp: blocks of 3 panels,
- * the last 4 as 2 + 2 (a block of 1 panel has too few accumulators to hide its loads). */
+/* The rows [0, rows) of C over one k block (kc) of the packed panels bp: blocks of 3 panels
+ * within each group, a group's last 4 as 2 + 2 (a block of 1 panel has too few accumulators
+ * to hide its loads). */
 static inline __attribute__((always_inline)) void
 bl_bgemm_panels(int rows, int n, int kc, const float *a, size_t la, const float *bp, float *C,
                 size_t ldc, int add)
 {
     const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(1, rows);
     for (int p = 0; p < P;) {
-        int nv = P - p < per ? P - p : per;
-        if (per == 3 && P - p == 4)
+        int e = bl_block_end(p, per, 0, P), nv = e - p, ks;
+        if (per == 3 && nv == 3 && bl_block_end(e, per, 0, P) - e == 1 && e % BL_GROUP)
             nv = 2;
         const int left = n - p * BL_PANEL;
-        bl_pgemm_cols(1, nv, rows, kc, a, la, bp + (size_t)p * kc * BL_PANEL,
+        const float *w = bl_panel(bp, P, kc, p, &ks);
+        bl_pgemm_cols(1, nv, rows, kc, a, la, w, ks,
                       C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add,
-                      NULL, 0);   /* prefetching the next panels measured no gain here */
+                      NULL, 0, 0);   /* prefetching the next panels measured no gain here */
         p += nv;
     }
 }

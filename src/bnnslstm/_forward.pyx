@@ -77,18 +77,20 @@ def _unit_splits() -> int:
     return bl_unit_splits
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
-           bint helper, bint direct=False, bint rev=False) -> None:
+           bint helper, bint direct=False, bint rev=False, bint keep=False) -> None:
     """C[:, :n] += A @ W^T (W [gates*H x k]) or, transposed, A @ W (W [k x n], one gate),
     through pack + pgemm exactly as the kernels call them (tests); direct: through
     pgemm_direct (W packed block by block as the rows pass); rev: pgemm visiting the panels
-    last to first."""
+    last to first; keep: twice, through pgemm_packing (packing the panels as it passes them,
+    as a time loop's first step does) and then pgemm from the panels it packed."""
     cdef int m = a.shape[0], k = a.shape[1]
     cdef int n = w.shape[1] if transposed else w.shape[0]
     cdef int H = n // gates
     cdef bl_helper h
     cdef bl_helper *hp = NULL
     if n % gates or (w.shape[0] if transposed else w.shape[1]) != k or c.shape[0] != m \
-            or c.shape[1] < n or (transposed and (gates != 1 or direct)) or (rev and direct):
+            or c.shape[1] < n or (transposed and (gates != 1 or direct or keep)) \
+            or ((rev or keep) and direct):
         raise ValueError("shapes do not match")
     store = np.empty(max(gates * packed_size(H, k), 2 * direct_floats(k)) + 16, np.float32)
     cdef float[::1] buf = store
@@ -96,7 +98,11 @@ def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint tr
     with nogil:
         if helper and helper_start(&h):
             hp = &h
-        if direct:
+        if keep:
+            pgemm_packing(hp, m, gates, H, k, &a[0, 0], k, &w[0, 0], w.shape[1], wp, 1.0,
+                          &c[0, 0], c.shape[1])
+            pgemm(hp, m, gates, H, k, &a[0, 0], k, wp, 1.0, &c[0, 0], c.shape[1], rev)
+        elif direct:
             pgemm_direct(hp, m, gates, H, k, &a[0, 0], k, &w[0, 0], w.shape[1], 1.0, &c[0, 0],
                          c.shape[1], wp)
         else:

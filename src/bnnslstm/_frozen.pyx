@@ -32,7 +32,7 @@ from bnnslstm._weights cimport Weights, load_weights, weights_place, weights_reg
 cdef enum:
     ALIGN = 64
     HEADER = 64
-    VERSION = 1
+    VERSION = 2     # 2: panels interleaved in groups (_pgemm.h); 1 read them one by one
 
 cdef uint32_t MAGIC = 0x5A464C42   # "BLFZ"
 
@@ -109,8 +109,13 @@ cdef int frozen_open(LSTMPlan *p, const void *ptr, size_t capacity) noexcept nog
     if capacity < HEADER:       # the header first: a buffer for other sizes says so
         return check_packed_capacity(p, capacity)
     memcpy(&hd, ptr, sizeof(hd))
-    if hd.magic != MAGIC or hd.version != VERSION:
+    if hd.magic != MAGIC:
         return set_error(b"packed weights were not made by bnnslstm_pack_weights")
+    if hd.version != VERSION:
+        snprintf(msg, sizeof(msg), "packed weights are in the layout of version %u of "
+                 "bnnslstm_pack_weights, this build reads version %u: pack them again",
+                 <unsigned>hd.version, <unsigned>VERSION)
+        return set_error(msg)
     if <char *>ptr + hd.panels != panels(ptr):
         return set_error(b"packed weights were copied to an address of another alignment "
                          b"(modulo 64 bytes) than the one they were packed at: pack them again")

@@ -234,3 +234,40 @@ def test_recurrent_product_in_k_blocks(rng, H, N):
     # at H = 1040 with 16 rows the packed W_h (17 MiB) also takes the prefetching path
     p = random_problem(rng, I=4, H=H, N=N, S=3, scale=0.1)
     check(p, rng)
+
+
+@pytest.mark.parametrize("I, H, L, bidir, S, N, peephole", [
+    (24, 40, 1, False, 30, 40, None),       # S*N = 1200: two k blocks; 4H = 160: 96 + 64 rows
+    (16, 56, 2, True, 17, 50, "diagonal"),  # the upper layer's input 112 wide
+    (8, 16, 1, False, 3, 20, "full"),       # full peepholes: the halves, never shared
+])
+def test_shared_weight_gradients_are_bit_identical(I, H, L, bidir, S, N, peephole):
+    # With two threads on our kernel, the parts share dW_x and dW_h, claiming (k block, row
+    # group) items as they finish; the gradients must equal the static halves' and one
+    # thread's bit for bit, whichever part took which items.
+    from bnnslstm._backward import _shared_dw
+
+    from bnnslstm._blas import _own_products
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((S, N, I)).astype(np.float32)
+    dy = rng.standard_normal((S, N, (1 + bidir) * H)).astype(np.float32)
+    results = []
+    for threads, shared in ((1, True), (2, True), (2, False)):
+        lstm = bl.LSTM(I, H, L, bidirectional=bidir, peephole=peephole, seed=3)
+        lstm.n_threads = threads
+        lstm.forward(x, training=True)
+        _shared_dw(shared)
+        try:
+            before = _shared_dw()
+            dx = lstm.backward(dy)[0]
+            used = _shared_dw() - before
+        finally:
+            _shared_dw(True)
+        expected = L * (1 + bidir) if threads == 2 and shared and peephole != "full" \
+            and _own_products() else 0
+        assert used == expected
+        results.append([dx] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+    for one, two in zip(results[0], results[1], strict=True):
+        np.testing.assert_array_equal(one, two)
+    for one, two in zip(results[0], results[2], strict=True):
+        np.testing.assert_array_equal(one, two)

@@ -19,7 +19,8 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok, bl_helper,
+    SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok,
+    bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared, bl_helper,
     gemm_rm, helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size, pgemm,
     pgemm_kblocks, run_parts,
 )
@@ -52,11 +53,15 @@ cdef extern from *:
     static atomic_ulong bl_backward_helper_loops;   /* time loops split in two (tests) */
     static atomic_ulong bl_backward_helper_products;   /* products split in two (tests) */
     static atomic_ulong bl_backward_dx_after;   /* dX as one product after the loop (tests) */
+    static atomic_ulong bl_backward_shared_dw;  /* dW products the parts shared (tests) */
+    static int bl_shared_dw_off;   /* tests and A/B timing: the static halves instead */
     """
     void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops
     unsigned long bl_backward_helper_products
     unsigned long bl_backward_dx_after
+    unsigned long bl_backward_shared_dw
+    int bl_shared_dw_off
 
 cdef extern from "_blasthreads.h" nogil:
     bint blas_single_enter "bl_blas_single_enter"(const void *sgemm_addr)
@@ -89,6 +94,14 @@ def _blas_single_threads() -> bool:
 def _dx_after_loop() -> int:
     """How many (layer, direction)s so far computed dX after the time loop (tests)."""
     return bl_backward_dx_after
+
+def _shared_dw(enabled: bool | None = None) -> int:
+    """How many (layer, direction)s so far shared their dW product between the parts
+    (bl_bgemm_shared); enabled: turn that sharing on or off (tests, A/B timing)."""
+    global bl_shared_dw_off
+    if enabled is not None:
+        bl_shared_dw_off = not enabled
+    return bl_backward_shared_dw
 
 def _helper_products() -> int:
     """How many (layer, direction)s so far ran their whole-sequence products on our two
@@ -148,13 +161,15 @@ cdef struct BWork:
     float *thd      # [N][H] act_hidden'(c)
     float *h0       # [N][H]
     float *c0       # [N][H]
-    float *dW       # [4H][Win + H] weight gradient blocks: per part [2H][Win] and [2H][H]
+    float *dW       # [4H][Win + H] weight gradient blocks: per part [2H][Win] and [2H][H], or
+                    # (shared products) [4H][Win] then [4H][H]
     float *dv       # [4H] bias or diagonal-peephole gradient
     float *whtp     # W_h^T packed in k blocks (the per-step dh = dA W_h, pgemm_kblocks)
     float *wxtp     # W_x^T packed for pgemm (the per-step dX = dA W_x)
     float *dbsum    # [2][4H] column sums of dA, rows [0, N/2) and [N/2, N) of every step
     float *bgbuf    # [2][bgpart] pack buffers of the products on our kernel, one per part
     size_t bgpart
+    float *bgshared # the panels of X and H_prev for every k block (bl_bgemm_shared), or NULL
     bint own        # the whole-sequence products run on our kernel (_bgemm.h), not the BLAS
 
 cdef size_t input_width(const LSTMPlan *p) noexcept nogil:
@@ -175,8 +190,16 @@ cdef size_t bgemm_part_floats(const LSTMPlan *p) noexcept nogil:
     return (max(bgemm2_floats(win, H, SN, 1), bgemm_floats(win, 4 * H, 0))
             + 15) & ~(<size_t>15)          # the second part's buffer starts 64-byte aligned
 
+cdef size_t bgemm_shared_part_floats(const LSTMPlan *p) noexcept nogil:
+    """Floats of the shared panels of dW_x and dW_h on our kernel (0 if it cannot run, or
+    with one thread)."""
+    if not bgemm_ok() or allowed_threads(p) < 2:
+        return 0
+    return bgemm_shared_floats(<int>(4 * p.H), <int>input_width(p), <int>p.H,
+                               <int>(p.S * p.N))
+
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
-    cdef size_t o[25]
+    cdef size_t o[26]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
     cdef size_t bgpart = bgemm_part_floats(p)
     if weights_regions(p, &off, o) \
@@ -194,6 +217,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, packed_size(<int>win, <int>(4 * H)) if loop_dx(p) else 0, 1, 1,
                       &o[23]) \
             or region(&off, 2, bgpart, 1, &o[24]) \
+            or region(&off, bgemm_shared_part_floats(p), 1, 1, &o[25]) \
             or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
@@ -205,6 +229,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
         b.whtp, b.dbsum, b.wxtp, b.bgbuf = base + o[21], base + o[22], base + o[23], base + o[24]
         b.bgpart = bgpart
+        b.bgshared = base + o[25] if bgemm_shared_part_floats(p) else NULL
         b.own = bgpart != 0 and own_products()
     return 0
 
@@ -316,6 +341,8 @@ cdef struct Grads:
     # Always these two, one after the other when there is no helper: a BLAS sums a product's
     # rows differently when they are cut elsewhere, so the cut must not depend on n_threads.
     # When OpenBLAS is made single-threaded for them, it is whatever n_threads is, likewise.
+    # With a helper and our kernel, the parts instead share dW_x and dW_h row group by row
+    # group (shared): our kernel's sums do not depend on the cut.
     const LSTMPlan *p
     const GradPlan *gr
     BWork *b
@@ -324,6 +351,8 @@ cdef struct Grads:
     const float *cell
     int ldx, in_w
     bint dx_after
+    bint shared     # dW_x and dW_h of all gates as one product the parts share (dw_shared)
+    bl_bgemm_shared dw
 
 cdef void product_at(const Grads *g, int part, int m, int n, const float *a, const float *x,
                      int ldx, float *c) noexcept nogil:
@@ -357,7 +386,60 @@ cdef void dx_part(const Grads *g, int part) noexcept nogil:
         gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
                 b.w.ldwx, beta, b.dX + <size_t>r0 * in_w, in_w)
 
-cdef void gradients_part(const Grads *g, int part) noexcept nogil:
+cdef bint dw_shared(const LSTMPlan *p, const GradPlan *gr, const BWork *b, size_t l) noexcept nogil:
+    """Do the parts share dW_x and dW_h (bl_bgemm_shared): on our kernel, every gate wanting
+    both, and no full peephole (whose product uses the parts' scratch in dW)?"""
+    cdef size_t idx
+    cdef int k
+    if not b.own or b.bgshared == NULL or any_full_peephole(p) or bl_shared_dw_off:
+        return False
+    for k in range(NGATES):
+        if grad_input_view(p, &gr.gate[k], k, l, &idx).data == NULL \
+                or gr.gate[k].dwh.data == NULL:
+            return False
+    return True
+
+cdef void shared_dw_job(Grads *g, int parts) noexcept nogil:
+    """dW_x [4H][in_w] then dW_h [4H][H] in dW: dA^T [X, H_prev] for `parts` threads."""
+    cdef BWork *b = g.b
+    cdef int H = <int>g.p.H, G = 4 * H
+    g.dw.m, g.dw.k, g.dw.n1, g.dw.n2 = G, <int>(g.p.S * g.p.N), g.in_w, H
+    g.dw.A, g.dw.lda = b.dA, G
+    g.dw.B1, g.dw.ldb1, g.dw.B2, g.dw.ldb2 = g.xin, g.ldx, b.hprev, H
+    g.dw.C1, g.dw.ldc1 = b.dW, g.in_w
+    g.dw.C2, g.dw.ldc2 = b.dW + <size_t>G * g.in_w, H
+    g.dw.bp, g.dw.ap[0], g.dw.ap[1] = b.bgshared, b.bgbuf, b.bgbuf + b.bgpart
+    bgemm_shared_init(&g.dw, parts)
+
+cdef void shared_gradients_part(Grads *g, int part) noexcept nogil:
+    """This part's share of dX (when the time loop did not compute it), then of the shared
+    dW_x and dW_h (claimed row group by row group, so that a part that finished dX first takes
+    more), then the scatter, db and diagonal peepholes of this part's gates."""
+    cdef const LSTMPlan *p = g.p
+    cdef const GradPlan *gr = g.gr
+    cdef BWork *b = g.b
+    cdef int H = <int>p.H, G = 4 * H, in_w = g.in_w, k0 = 2 * part, k, j
+    cdef size_t idx
+    cdef float *dv = b.dv + k0 * H
+    cdef const WeightView *wv
+    if g.dx_after:
+        dx_part(g, part)
+    bgemm_shared_part(&g.dw, part)
+    for k in range(k0, k0 + 2):
+        wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
+        scatter_matrix(wv, idx, g.d, g.dw.C1 + <size_t>k * H * in_w, H, in_w)
+        scatter_matrix(&gr.gate[k].dwh, g.l, g.d, g.dw.C2 + <size_t>k * H * H, H, H)
+    for j in range(2 * H):      # db: the two halves of the column sums of dA (backward_steps)
+        dv[j] = b.dbsum[k0 * H + j] + b.dbsum[G + k0 * H + j]
+    for k in range(k0, k0 + 2):
+        if gr.gate[k].db.data != NULL:
+            scatter_vector(&gr.gate[k].db, g.l, g.d, dv + (k - k0) * H, H)
+        if gr.gate[k].dwc.data != NULL:     # diagonal: i, f, g read the old cell, o the new
+            scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H,
+                               <size_t>(p.S * p.N), H, dv + (k - k0) * H)
+            scatter_vector(&gr.gate[k].dwc, g.l, g.d, dv + (k - k0) * H, H)
+
+cdef void gradients_part(Grads *g, int part) noexcept nogil:
     """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
     then, when the time loop did not, this part's share of dX (dx_part)."""
     cdef const LSTMPlan *p = g.p
@@ -416,7 +498,11 @@ cdef void gradients_part(const Grads *g, int part) noexcept nogil:
         dx_part(g, part)
 
 cdef void gradients_task(void *arg, int part) noexcept nogil:
-    gradients_part(<Grads *>arg, part)
+    cdef Grads *g = <Grads *>arg
+    if g.shared:
+        shared_gradients_part(g, part)
+    else:
+        gradients_part(g, part)
 
 # ---------------------------------------------------------------------------------------------
 # one (layer, direction), then the whole stack
@@ -547,6 +633,10 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         helper_on = False
     elif split_products and not helper_on:
         helper_on = helper_start(&helper)
+    grads.shared = helper_on and dw_shared(p, gr, b, l)   # one thread: the halves in turn
+    if grads.shared:
+        shared_dw_job(&grads, 2)
+        count_event(&bl_backward_shared_dw, 1)
     if helper_on:
         run_parts(&helper, gradients_task, &grads)
         helper_stop(&helper)

@@ -50,6 +50,21 @@ cdef extern from "_bgemm.h" nogil:
                             float *buf)
     size_t bgemm2_floats "bl_bgemm2_floats"(int n1, int n2, int k, int at)
     bint bgemm_ok "bl_bgemm_ok"()
+    ctypedef struct bl_bgemm_shared:
+        int m, k, n1, n2
+        const float *A
+        size_t lda
+        const float *B1
+        const float *B2
+        size_t ldb1, ldb2
+        float *C1
+        float *C2
+        size_t ldc1, ldc2
+        float *bp
+        float *ap[2]
+    size_t bgemm_shared_floats "bl_bgemm_shared_floats"(int m, int n1, int n2, int k)
+    void bgemm_shared_init "bl_bgemm_shared_init"(bl_bgemm_shared *j, int parts)
+    void bgemm_shared_part "bl_bgemm_shared_part"(bl_bgemm_shared *j, int part)
 
 cdef enum:
     # With two threads, each takes half of the batch rows of a time loop (forward or

@@ -114,14 +114,14 @@ static inline void bl_pack_panels(int n, int k, const float *W, size_t ldw, floa
 }
 
 /* The same panels from W^T: panel p, column c at kk holds W[kk][p*16 + c], for C += A @ W with
- * W [k x n] row-major (the backward's products with W_h and W_x). A group's row at kk is a
+ * W [k x n] row-major (the backward's products with W_h and W_x); groups [q0, q1) of them. A group's row at kk is a
  * copy of 16 * BL_GROUP consecutive floats of W's row kk, of constant size in full groups (with
  * a memcpy call per piece, h512's backward spent 0.80 ms before its time loop, now 0.50). */
 BL_CLONES
-static void bl_pack_panels_t(int n, int k, const float *W, size_t ldw, float *Wp)
+static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp, int q0, int q1)
 {
     const int P = (n + BL_PANEL - 1) / BL_PANEL;
-    for (int g0 = 0; g0 < P; g0 += BL_GROUP) {
+    for (int g0 = q0 * BL_GROUP; g0 < P && g0 < q1 * BL_GROUP; g0 += BL_GROUP) {
         int ks;
         float *restrict dst = bl_panel(Wp, P, k, g0, &ks);
         const float *restrict src = W + g0 * BL_PANEL;
@@ -136,6 +136,17 @@ static void bl_pack_panels_t(int n, int k, const float *W, size_t ldw, float *Wp
                     dst[(size_t)kk * ks + c] = c < cols ? src[kk * ldw + c] : 0.0f;
         }
     }
+}
+
+/* Groups of panels (BL_GROUP panels each, the last one fewer) of an [n x k] packing. */
+static inline int bl_groups(int n)
+{
+    return ((n + BL_PANEL - 1) / BL_PANEL + BL_GROUP - 1) / BL_GROUP;
+}
+
+static inline void bl_pack_panels_t(int n, int k, const float *W, size_t ldw, float *Wp)
+{
+    bl_pack_groups_t(n, k, W, ldw, Wp, 0, bl_groups(n));
 }
 
 /* Software prefetch into L2 of the block of panels that comes next, while this one runs.

@@ -20,12 +20,13 @@ def capacity(built) -> int:
 
 
 def test_capacity_is_exactly_what_is_written_plus_slack(rng):
-    # D10: header + pre-activations + cells + layer outputs (+ masks) + 64 bytes of slack.
+    # D10: header + pre-activations + cells + layer outputs (+ masks) + 64 bytes of slack;
+    # cells and outputs have a step of room on either side for the initial state.
     p = random_problem(rng, I=3, H=4, N=2, L=2, S=3, bidir=True)
     S, N, H, D, L = 3, 2, 4, 2, 2
     up = lambda n: -(-n // 64) * 64  # noqa: E731
-    want = 64 + up(L * D * S * N * 4 * H * 4) + up(L * D * S * N * H * 4) \
-        + up(L * S * N * D * H * 4) + 64
+    want = 64 + up(L * D * S * N * 4 * H * 4) + up(L * D * (S + 2) * N * H * 4) \
+        + up(L * (S + 2) * N * D * H * 4) + 64
     assert capacity(build(p)) == want
     p.dropout = 0.5
     built = build(p)

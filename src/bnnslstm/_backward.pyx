@@ -151,8 +151,11 @@ cdef struct BWork:
     float *dY       # [S][N][D*H] gradient of the current layer's output
     float *dX       # [S][N][Win] gradient of the current layer's input
     float *xin      # [S][N][Win] the current layer's input as the forward saw it
-    float *hprev    # [S][N][H] h before each step (processing order)
-    float *cprev    # [S][N][H] c before each step
+    float *hprev    # [S][N][H] h before each step (processing order), gathered when the
+    float *cprev    # [S][N][H] c before each step    lengths vary (else NULL)
+    const float *hp # h before each step of this direction: hprev, or in place in the cache
+    size_t ldhp     # (the step before y's first, cache_layout), rows ldhp floats apart
+    const float *cp # c before each step, [S][N][H]: cprev, or in place in the cache
     float *dh       # [N][H] dL/dh flowing to the previous step
     float *dc       # [N][H] dL/dc flowing to the previous step
     float *val      # [N][4H] gate values
@@ -198,6 +201,11 @@ cdef size_t bgemm_shared_part_floats(const LSTMPlan *p) noexcept nogil:
     return bgemm_shared_floats(<int>(4 * p.H), <int>input_width(p), <int>p.H,
                                <int>(p.S * p.N))
 
+cdef inline bint gather_prev(const LSTMPlan *p) noexcept nogil:
+    """Are h and c before each step gathered (previous_states)? Only when the lengths vary
+    (D5): else they lie in the training cache as [S][N] blocks (cache_layout)."""
+    return p.seq_data != NULL
+
 cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
     cdef size_t o[26]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
@@ -205,7 +213,8 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
     if weights_regions(p, &off, o) \
             or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
             or region(&off, SN, win, 1, &o[7]) or region(&off, SN, win, 1, &o[8]) \
-            or region(&off, SN, H, 1, &o[9]) or region(&off, SN, H, 1, &o[10]) \
+            or region(&off, SN if gather_prev(p) else 0, H, 1, &o[9]) \
+            or region(&off, SN if gather_prev(p) else 0, H, 1, &o[10]) \
             or region(&off, N, H, 1, &o[11]) or region(&off, N, H, 1, &o[12]) \
             or region(&off, N, 4 * H, 1, &o[13]) or region(&off, N, 4 * H, 1, &o[14]) \
             or region(&off, N, H, 1, &o[15]) or region(&off, N, H, 1, &o[16]) \
@@ -224,7 +233,9 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
     if base != NULL:
         weights_place(&b.w, base, o)
         b.dA, b.dY, b.dX, b.xin = base + o[5], base + o[6], base + o[7], base + o[8]
-        b.hprev, b.cprev, b.dh, b.dc = base + o[9], base + o[10], base + o[11], base + o[12]
+        b.hprev = base + o[9] if gather_prev(p) else NULL
+        b.cprev = base + o[10] if gather_prev(p) else NULL
+        b.dh, b.dc = base + o[11], base + o[12]
         b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
         b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
         b.whtp, b.dbsum, b.wxtp, b.bgbuf = base + o[21], base + o[22], base + o[23], base + o[24]
@@ -405,7 +416,7 @@ cdef void shared_dw_job(Grads *g, int parts) noexcept nogil:
     cdef int H = <int>g.p.H, G = 4 * H
     g.dw.m, g.dw.k, g.dw.n1, g.dw.n2 = G, <int>(g.p.S * g.p.N), g.in_w, H
     g.dw.A, g.dw.lda = b.dA, G
-    g.dw.B1, g.dw.ldb1, g.dw.B2, g.dw.ldb2 = g.xin, g.ldx, b.hprev, H
+    g.dw.B1, g.dw.ldb1, g.dw.B2, g.dw.ldb2 = g.xin, g.ldx, b.hp, b.ldhp
     g.dw.C1, g.dw.ldc1 = b.dW, g.in_w
     g.dw.C2, g.dw.ldc2 = b.dW + <size_t>G * g.in_w, H
     g.dw.bp, g.dw.ap[0], g.dw.ap[1] = b.bgshared, b.bgbuf, b.bgbuf + b.bgpart
@@ -435,7 +446,7 @@ cdef void shared_gradients_part(Grads *g, int part) noexcept nogil:
         if gr.gate[k].db.data != NULL:
             scatter_vector(&gr.gate[k].db, g.l, g.d, dv + (k - k0) * H, H)
         if gr.gate[k].dwc.data != NULL:     # diagonal: i, f, g read the old cell, o the new
-            scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H,
+            scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cp, H,
                                <size_t>(p.S * p.N), H, dv + (k - k0) * H)
             scatter_vector(&gr.gate[k].dwc, g.l, g.d, dv + (k - k0) * H, H)
 
@@ -461,13 +472,13 @@ cdef void gradients_part(Grads *g, int part) noexcept nogil:
         want_h = want_h or gr.gate[k].dwh.data != NULL
         want_b = want_b or gr.gate[k].db.data != NULL
     if want_x and want_h and b.own:     # one transposition of dA for both
-        bgemm2(gn, SN, b.dA + g0, G, 1, in_w, g.xin, g.ldx, dW, in_w, H, b.hprev, H, dWh, H, 0,
-               b.bgbuf + part * b.bgpart)
+        bgemm2(gn, SN, b.dA + g0, G, 1, in_w, g.xin, g.ldx, dW, in_w, H, b.hp, b.ldhp, dWh, H,
+               0, b.bgbuf + part * b.bgpart)
     else:
         if want_x:
             product_at(g, part, gn, in_w, b.dA + g0, g.xin, g.ldx, dW)
         if want_h:
-            product_at(g, part, gn, H, b.dA + g0, b.hprev, H, dWh)
+            product_at(g, part, gn, H, b.dA + g0, b.hp, <int>b.ldhp, dWh)
     if want_x:
         for k in range(k0, k1):
             wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
@@ -488,10 +499,10 @@ cdef void gradients_part(Grads *g, int part) noexcept nogil:
         if gg.dwc.data == NULL:
             continue
         if p.gate[k].peephole == PEEP_FULL:
-            product_at(g, part, H, H, b.dA + k * H, g.cell if k == GATE_O else b.cprev, H, dW)
+            product_at(g, part, H, H, b.dA + k * H, g.cell if k == GATE_O else b.cp, H, dW)
             scatter_matrix(&gg.dwc, g.l, g.d, dW, H, H)
         else:
-            scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cprev, H, SN,
+            scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cp, H, SN,
                                H, dv)
             scatter_vector(&gg.dwc, g.l, g.d, dv, H)
     if g.dx_after:
@@ -539,7 +550,8 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
         nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
         n_end = min(n1, nt)
         dA_t, dX_t = b.dA + t * N * G, b.dX + t * N * in_w
-        previous_states(p, b, d, t, n0, n1, nt, s.y, cell)
+        if b.hprev != NULL:                                 # varying lengths (D5)
+            previous_states(p, b, d, t, n0, n1, nt, s.y, cell)
         if s.dx_in_loop and d == 0 and n_end < n1:         # inactive samples: dX is 0
             n_off = max(n0, n_end)
             memset(dX_t + n_off * in_w, 0, (n1 - n_off) * in_w * sizeof(float))
@@ -547,7 +559,7 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
             continue
         if one_sweep:
             grad_default_rows(n_end - n0, p.H, pre + (t * N + n0) * G,
-                              cell + (t * N + n0) * p.H, b.cprev + (t * N + n0) * p.H,
+                              cell + (t * N + n0) * p.H, b.cp + (t * N + n0) * p.H,
                               b.dY + (t * N + n0) * DH + d * p.H, DH, b.dh + n0 * p.H,
                               b.dc + n0 * p.H, dA_t + n0 * G)
         else:
@@ -556,7 +568,7 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
             if p.gate[GATE_O].peephole == PEEP_FULL:        # dc += da_o W_oc
                 gemm_rm(b'N', b'N', <int>(n_end - n0), H, H, 1.0, dA_t + n0 * G + 3 * H, G,
                         b.w.wc_cur + 3 * p.H * ldc, b.w.ldwc, 1.0, b.dc + n0 * H, H)
-            cell_rows(p, b, n0, n_end, b.cprev + t * N * p.H, dA_t)
+            cell_rows(p, b, n0, n_end, b.cp + t * N * p.H, dA_t)
             k = 0
             while full_peephole_run(p, &k, &k2):            # dc_prev += da_k W_kc (i, f, g)
                 gemm_rm(b'N', b'N', <int>(n_end - n0), H, (k2 - k) * H, 1.0,
@@ -586,7 +598,7 @@ cdef void steps_task(void *arg, int part) noexcept nogil:
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                              BWork *b, size_t l, size_t d, const float *xin, int ldx,
                              int in_w, bint need_dx) noexcept nogil:
-    cdef size_t N = p.N
+    cdef size_t N = p.N, DH = p.D * p.H
     cdef Steps steps
     cdef Grads grads
     cdef bl_helper helper
@@ -607,6 +619,12 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     steps.p, steps.b, steps.d = p, b, d
     steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
     steps.y, steps.in_w = cache_y(p, cache, l), in_w
+    if b.hprev != NULL:             # gathered by the time loop (previous_states)
+        b.hp, b.ldhp, b.cp = b.hprev, p.H, b.cprev
+    else:                           # in place: the initial state is in the step before
+        b.hp = steps.y + d * p.H - N * DH if d == 0 else steps.y + d * p.H + N * DH
+        b.ldhp = DH
+        b.cp = steps.cell - N * p.H if d == 0 else steps.cell + N * p.H
     grads.p, grads.gr, grads.b, grads.l, grads.d = p, gr, b, l, d
     grads.xin, grads.cell, grads.ldx, grads.in_w = xin, steps.cell, ldx, in_w
     # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the

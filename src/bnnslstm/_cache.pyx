@@ -5,10 +5,16 @@ Layout from the first 64-byte aligned address of the caller's buffer (which may 
 unaligned, as Apple's article allocates it with alignment 1):
 
     header  64 bytes: magic, version, hash of the parameters, dropout key
-    pre     [L][D][S][N][4H] float  gate pre-activations (i, f, g, o)
-    cell    [L][D][S][N][H]  float  cell state after each step
-    y       [L][S][N][D*H]   float  each layer's output (the next layer's input before dropout)
-    mask    [L-1][S][N][D*H] byte   dropout masks, only when dropout is active
+    pre     [L][D][S][N][4H]     float  gate pre-activations (i, f, g, o)
+    cell    [L][D][1+S+1][N][H]  float  c0, the cell state after each step, c0
+    y       [L][1+S+1][N][D*H]   float  h0, each layer's output (the next layer's input
+                                        before dropout), h0
+    mask    [L-1][S][N][D*H]     byte   dropout masks, only when dropout is active
+
+The forward writes each direction's initial state into the step before its first one (the
+forward direction's before step 0, the reverse direction's after step S-1, the other slot
+unused), so that h and c before every step of a direction lie in one [S][N] block, which the
+backward reads in place (dW_h = dA^T H_prev) instead of gathering them step by step.
 
 The capacity is exactly that plus 64 bytes of alignment slack.
 """
@@ -22,7 +28,7 @@ from bnnslstm.bnns cimport BNNSLayerParametersLSTM
 cdef enum:
     ALIGN = 64
     HEADER = 64
-    VERSION = 1
+    VERSION = 2     # 2: a slot for the initial state around each cell and y block
 
 cdef uint32_t MAGIC = 0x314D5342   # "BSM1"
 
@@ -44,16 +50,16 @@ cdef inline bint grow(size_t *off, size_t a, size_t b, size_t c, size_t elsize) 
     return add_ovf(off[0], n & ~(<size_t>ALIGN - 1), off)
 
 cdef int cache_layout(const LSTMPlan *p, Cache *c) noexcept nogil:
-    cdef size_t off = HEADER, SN = p.S * p.N, LD = p.L * p.D
+    cdef size_t off = HEADER, SN = p.S * p.N, LD = p.L * p.D, SN1
     c.dropout = dropout_active(p)
     c.pre = off
     if grow(&off, LD, SN, 4 * p.H, sizeof(float)):
         return set_error(b"training cache size overflows size_t")
     c.cell = off
-    if grow(&off, LD, SN, p.H, sizeof(float)):
+    if add_ovf(SN, 2 * p.N, &SN1) or grow(&off, LD, SN1, p.H, sizeof(float)):
         return set_error(b"training cache size overflows size_t")
     c.y = off
-    if grow(&off, p.L, SN, p.D * p.H, sizeof(float)):
+    if grow(&off, p.L, SN1, p.D * p.H, sizeof(float)):
         return set_error(b"training cache size overflows size_t")
     c.mask = off
     if grow(&off, p.L - 1 if c.dropout else 0, SN, p.D * p.H, 1):
@@ -133,10 +139,12 @@ cdef float *cache_pre(const LSTMPlan *p, const Cache *c, size_t l, size_t d) noe
     return <float *>(c.base + c.pre) + (l * p.D + d) * p.S * p.N * 4 * p.H
 
 cdef float *cache_cell(const LSTMPlan *p, const Cache *c, size_t l, size_t d) noexcept nogil:
-    return <float *>(c.base + c.cell) + (l * p.D + d) * p.S * p.N * p.H
+    """Step 0 of (l, d)'s cell states: c0 is one step before it (d = 0) or after step S-1."""
+    return <float *>(c.base + c.cell) + ((l * p.D + d) * (p.S + 2) + 1) * p.N * p.H
 
 cdef float *cache_y(const LSTMPlan *p, const Cache *c, size_t l) noexcept nogil:
-    return <float *>(c.base + c.y) + l * p.S * p.N * p.D * p.H
+    """Step 0 of layer l's output; h0 of direction d one step before it or after step S-1."""
+    return <float *>(c.base + c.y) + (l * (p.S + 2) + 1) * p.N * p.D * p.H
 
 cdef unsigned char *cache_mask(const LSTMPlan *p, const Cache *c, size_t l) noexcept nogil:
     return <unsigned char *>(c.base + c.mask) + l * p.S * p.N * p.D * p.H

@@ -401,6 +401,17 @@ cdef void keep_step(const LSTMPlan *p, Workspace *w, const float *h, size_t t, s
             else:
                 memset(crow + n * H, 0, nu * sizeof(float))
 
+cdef void keep_initial(const LSTMPlan *p, const Workspace *w, size_t d, float *yout,
+                       float *cell) noexcept nogil:
+    """Training: h0 and c0 into the cache's slots next to this direction's first step (before
+    step 0, or after step S-1 in reverse), where the backward reads them in place."""
+    cdef size_t N = p.N, H = p.H, DH = p.D * p.H, n
+    cdef float *ys = yout - N * DH if d == 0 else yout + p.S * N * DH
+    cdef float *cs = cell - N * H if d == 0 else cell + p.S * N * H
+    for n in range(N):
+        memcpy(ys + n * DH + d * H, w.h + n * H, H * sizeof(float))
+    memcpy(cs, w.c, N * H * sizeof(float))
+
 cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
                     bl_helper *helper, bint pack_first, const Projection *x, float *tmp,
                     float *yout, float *pre, float *cell) noexcept nogil:
@@ -547,6 +558,8 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         pack_gates(w.helper, 4, H, in_w, w.w.wx_cur, w.w.ldwx, w.wxp)
     load_state(&p.h0, l, d, p.N, p.H, w.h)
     load_state(&p.c0, l, d, p.N, p.H, w.c)
+    if cell != NULL:
+        keep_initial(p, w, d, yout, cell)
     if split_units:
         units.p, units.w, units.d, units.x = p, w, d, &x
         units.yout, units.pre, units.cell, units.arrived = yout, pre, cell, 0

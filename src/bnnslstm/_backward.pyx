@@ -162,7 +162,7 @@ cdef struct BWork:
     float *der      # [N][4H] gate derivatives
     float *th       # [N][H] act_hidden(c)
     float *thd      # [N][H] act_hidden'(c)
-    float *h0       # [N][H]
+    float *h0       # [N][H] the initial state, for previous_states (else NULL, like hprev)
     float *c0       # [N][H]
     float *dW       # [4H][Win + H] weight gradient blocks: per part [2H][Win] and [2H][H], or
                     # (shared products) [4H][Win] then [4H][H]
@@ -218,7 +218,8 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, N, H, 1, &o[11]) or region(&off, N, H, 1, &o[12]) \
             or region(&off, N, 4 * H, 1, &o[13]) or region(&off, N, 4 * H, 1, &o[14]) \
             or region(&off, N, H, 1, &o[15]) or region(&off, N, H, 1, &o[16]) \
-            or region(&off, N, H, 1, &o[17]) or region(&off, N, H, 1, &o[18]) \
+            or region(&off, N if gather_prev(p) else 0, H, 1, &o[17]) \
+            or region(&off, N if gather_prev(p) else 0, H, 1, &o[18]) \
             or region(&off, 4 * H, win + H, 1, &o[19]) \
             or region(&off, 4 * H, 1, 1, &o[20]) \
             or region(&off, packed_size(<int>H, <int>(4 * H)), 1, 1, &o[21]) \
@@ -237,7 +238,9 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.cprev = base + o[10] if gather_prev(p) else NULL
         b.dh, b.dc = base + o[11], base + o[12]
         b.val, b.der, b.th, b.thd = base + o[13], base + o[14], base + o[15], base + o[16]
-        b.h0, b.c0, b.dW, b.dv = base + o[17], base + o[18], base + o[19], base + o[20]
+        b.h0 = base + o[17] if gather_prev(p) else NULL
+        b.c0 = base + o[18] if gather_prev(p) else NULL
+        b.dW, b.dv = base + o[19], base + o[20]
         b.whtp, b.dbsum, b.wxtp, b.bgbuf = base + o[21], base + o[22], base + o[23], base + o[24]
         b.bgpart = bgpart
         b.bgshared = base + o[25] if bgemm_shared_part_floats(p) else NULL
@@ -611,8 +614,6 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         count_event(&bl_backward_dx_after, 1)
     if steps.dx_in_loop:
         pack_panels_t(in_w, <int>(4 * p.H), b.w.wx_cur, b.w.ldwx, b.wxtp)
-    load_state(&p.h0, l, d, N, p.H, b.h0)
-    load_state(&p.c0, l, d, N, p.H, b.c0)
     load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
     load_state(&gr.dcn, l, d, N, p.H, b.dc)
     memset(b.dbsum, 0, 8 * p.H * sizeof(float))
@@ -620,6 +621,8 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
     steps.y, steps.in_w = cache_y(p, cache, l), in_w
     if b.hprev != NULL:             # gathered by the time loop (previous_states)
+        load_state(&p.h0, l, d, N, p.H, b.h0)
+        load_state(&p.c0, l, d, N, p.H, b.c0)
         b.hp, b.ldhp, b.cp = b.hprev, p.H, b.cprev
     else:                           # in place: the initial state is in the step before
         b.hp = steps.y + d * p.H - N * DH if d == 0 else steps.y + d * p.H + N * DH

@@ -197,12 +197,12 @@ static void bl_bgemm_shared_part(bl_bgemm_shared *j, int part)
         return;
     const int kc_max = bl_bgemm_kc(j->k, 1), nkb = (j->k + kc_max - 1) / kc_max;
     const int R = BL_BG_ROWS_T, ngroups = (j->m + R - 1) / R;
-    const int q1 = bl_groups(j->n1), units = nkb * (q1 + bl_groups(j->n2));
+    const int q1 = bl_groups(j->n1), per_kb = q1 + bl_groups(j->n2), units = nkb * per_kb;
     const size_t s1 = bl_packed_size(j->n1, kc_max), s2 = bl_packed_size(j->n2, kc_max);
     float *bp2 = j->bp + s1 * (size_t)nkb;
     /* this part's share of the packing: units (k block, group of B1 or of B2) */
     for (int u = part * units / j->parts; u < (part + 1) * units / j->parts; u++) {
-        const int kb = u / (q1 + bl_groups(j->n2)), q = u % (q1 + bl_groups(j->n2));
+        const int kb = u / per_kb, q = u % per_kb;
         const int k0 = kb * kc_max, kc = j->k - k0 < kc_max ? j->k - k0 : kc_max;
         if (q < q1)
             bl_pack_groups_t(j->n1, kc, j->B1 + (size_t)k0 * j->ldb1, j->ldb1,

@@ -114,9 +114,10 @@ static inline void bl_pack_panels(int n, int k, const float *W, size_t ldw, floa
 }
 
 /* The same panels from W^T: panel p, column c at kk holds W[kk][p*16 + c], for C += A @ W with
- * W [k x n] row-major (the backward's products with W_h and W_x); groups [q0, q1) of them. A group's row at kk is a
- * copy of 16 * BL_GROUP consecutive floats of W's row kk, of constant size in full groups (with
- * a memcpy call per piece, h512's backward spent 0.80 ms before its time loop, now 0.50). */
+ * W [k x n] row-major (the backward's products with W_h and W_x); groups [q0, q1) of them. A
+ * group's row at kk is a copy of 16 * BL_GROUP consecutive floats of W's row kk, of constant
+ * size in full groups (with a memcpy call per piece, h512's backward spent 0.80 ms before its
+ * time loop, now 0.50). */
 BL_CLONES
 static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp, int q0, int q1)
 {

@@ -10,7 +10,8 @@ from bnnslstm._backward import _bgemm, _bgemm2
 
 from bnnslstm._blas import _kernel_available
 
-pytestmark = pytest.mark.skipif(not _kernel_available(), reason="no AVX-512: BLAS does these")
+pytestmark = pytest.mark.skipif(not _kernel_available(),
+                                reason="neither AVX-512 nor AVX2: BLAS does these")
 
 
 def case(rng, m, n, k, at):

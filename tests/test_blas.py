@@ -53,7 +53,7 @@ def training_step(seed: int = 0):
 
 def test_every_gemm_goes_through_the_selected_back_end(counting_blas):
     # every GEMM the kernels do not do themselves, including the backward's products, which
-    # the default back end runs on our own kernel on AVX-512
+    # the default back end runs on our own kernel on AVX-512 or AVX2
     path, handle = counting_blas
     with bl.blas("scipy"):
         reference = training_step()
@@ -98,7 +98,7 @@ def test_bad_back_ends_are_clear_errors(counting_blas, tmp_path):
 
 
 def test_default_runs_the_products_on_our_kernel_where_available(counting_blas):
-    # "auto" is scipy's BLAS with the backward's products on our kernel (AVX-512): training
+    # "auto" is scipy's BLAS with the backward's products on our kernel (AVX-512 or AVX2): training
     # then calls no sgemm at all (no full peepholes); any chosen back end gets the products.
     path, handle = counting_blas
     calls = ctypes.c_long.in_dll(handle, "calls")

@@ -6,7 +6,7 @@
     bnnslstm.set_blas("scipy")               # scipy's cython_blas for every GEMM
     bnnslstm.set_blas("auto")                # back to the default
 
-The default, "auto", is scipy's cython_blas, except that on x86-64 CPUs with AVX-512 the
+The default, "auto", is scipy's cython_blas, except that on x86-64 CPUs with AVX-512 or AVX2 the
 backward's whole-sequence products (dX, dW_x, dW_h) run on the library's own blocked kernel,
 which is faster than OpenBLAS there (BENCHMARKS.md). Any other choice sends those products to
 the chosen BLAS too, so that back ends can be compared. (The forward never calls a BLAS.)

@@ -116,7 +116,7 @@ def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add,
     cdef int n = b.shape[1]
     c1 = n if c1 < 0 else c1
     if not bgemm_ok():
-        raise RuntimeError("this CPU does not run the kernel (no AVX-512)")
+        raise RuntimeError("this CPU does not run the kernel (neither AVX-512 nor AVX2)")
     if b.shape[0] != k or c.shape[0] != m or c.shape[1] < n or not 0 <= c0 <= c1 <= n \
             or k == 0:
         raise ValueError("shapes do not match")
@@ -134,7 +134,7 @@ def _bgemm2(float[:, ::1] a, float[:, ::1] b1, float[:, ::1] c1, float[:, ::1] b
     """C1 = A^T B1 and C2 = A^T B2 in one call, as dW_x and dW_h share dA^T (tests)."""
     cdef int m = a.shape[1], k = a.shape[0], n1 = b1.shape[1], n2 = b2.shape[1]
     if not bgemm_ok():
-        raise RuntimeError("this CPU does not run the kernel (no AVX-512)")
+        raise RuntimeError("this CPU does not run the kernel (neither AVX-512 nor AVX2)")
     if b1.shape[0] != k or b2.shape[0] != k or c1.shape[0] != m or c2.shape[0] != m \
             or c1.shape[1] < n1 or c2.shape[1] < n2 or min(m, k, n1, n2) == 0:
         raise ValueError("shapes do not match")

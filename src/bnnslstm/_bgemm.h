@@ -27,12 +27,13 @@
 #define BL_BG_ROWS_T 96
 #define BL_BG_K_T 800
 
-/* Is this kernel the one to use for these products: x86-64 with AVX-512, where it was measured
- * against OpenBLAS (elsewhere the BLAS keeps them: Accelerate on Apple silicon, unmeasured). */
+/* Is this kernel the one to use for these products: x86-64 with AVX-512 or AVX2+FMA, where it
+ * was measured against OpenBLAS (elsewhere the BLAS keeps them: Accelerate on Apple silicon,
+ * unmeasured). */
 static inline int bl_bgemm_ok(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512f");
+    return bl_isa_wide() || (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"));
 #else
     return 0;
 #endif
@@ -57,23 +58,34 @@ static inline size_t bl_bgemm_floats(int n, int k, int at)
     return bl_bgemm2_floats(n, 0, k, at);
 }
 
-/* T[r][kk] = A[kk][r] (A row stride lda, T row stride kc): 16 x 16 tiles in registers. */
-BL_CLONES
-static void bl_transpose_block(int rows, int kc, const float *A, size_t lda, float *T)
+/* T[r][kk] = A[kk][r] (A row stride lda, T row stride kc): 16 x 16 tiles in registers (wide),
+ * or 8 x 8 (narrow). */
+static inline __attribute__((always_inline)) void
+bl_transpose_block(const int wide, int rows, int kc, const float *A, size_t lda, float *T)
 {
+    const int tile = wide ? BL_PANEL : 8;
     int r0 = 0;
-    for (; r0 + BL_PANEL <= rows; r0 += BL_PANEL) {
+    for (; r0 + tile <= rows; r0 += tile) {
         int k0 = 0;
-        for (; k0 + BL_PANEL <= kc; k0 += BL_PANEL) {
-            bl_v16 t[BL_PANEL];
-            for (int c = 0; c < BL_PANEL; c++)
-                t[c] = *(const bl_v16u *)(A + (size_t)(k0 + c) * lda + r0);
-            bl_transpose16(t);
-            for (int c = 0; c < BL_PANEL; c++)
-                *(bl_v16u *)(T + (size_t)(r0 + c) * kc + k0) = t[c];
+        for (; k0 + tile <= kc; k0 += tile) {
+            if (wide) {
+                bl_v16 t[BL_PANEL];
+                for (int c = 0; c < BL_PANEL; c++)
+                    t[c] = *(const bl_v16u *)(A + (size_t)(k0 + c) * lda + r0);
+                bl_transpose16(t);
+                for (int c = 0; c < BL_PANEL; c++)
+                    *(bl_v16u *)(T + (size_t)(r0 + c) * kc + k0) = t[c];
+            } else {
+                bl_v8 t[8];
+                for (int c = 0; c < 8; c++)
+                    t[c] = *(const bl_v8u *)(A + (size_t)(k0 + c) * lda + r0);
+                bl_transpose8(t);
+                for (int c = 0; c < 8; c++)
+                    *(bl_v8u *)(T + (size_t)(r0 + c) * kc + k0) = t[c];
+            }
         }
         for (; k0 < kc; k0++)
-            for (int c = 0; c < BL_PANEL; c++)
+            for (int c = 0; c < tile; c++)
                 T[(size_t)(r0 + c) * kc + k0] = A[(size_t)k0 * lda + r0 + c];
     }
     for (; r0 < rows; r0++)
@@ -85,17 +97,17 @@ static void bl_transpose_block(int rows, int kc, const float *A, size_t lda, flo
  * within each group, a group's last 4 as 2 + 2 (a block of 1 panel has too few accumulators
  * to hide its loads). */
 static inline __attribute__((always_inline)) void
-bl_bgemm_panels(int rows, int n, int kc, const float *a, size_t la, const float *bp, float *C,
-                size_t ldc, int add)
+bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t la,
+                const float *bp, float *C, size_t ldc, int add)
 {
-    const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(1, rows);
+    const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(wide, rows);
     for (int p = 0; p < P;) {
         int e = bl_block_end(p, per, 0, P), nv = e - p, ks;
         if (per == 3 && nv == 3 && bl_block_end(e, per, 0, P) - e == 1 && e % BL_GROUP)
             nv = 2;
         const int left = n - p * BL_PANEL;
         const float *w = bl_panel(bp, P, kc, p, &ks);
-        bl_pgemm_cols(1, nv, rows, kc, a, la, w, ks,
+        bl_pgemm_cols(wide, nv, rows, kc, a, la, w, ks,
                       C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add,
                       NULL, 0, 0);   /* prefetching the next panels measured no gain here */
         p += nv;
@@ -106,11 +118,11 @@ bl_bgemm_panels(int rows, int n, int kc, const float *a, size_t la, const float 
  * (row stride lda), or with `at` A^T of A [k x m]; B1 [k x n1], B2 [k x n2] (row strides ldb1,
  * ldb2; n2 may be 0). Two products with one left operand share its transposition (dW_x and
  * dW_h both read dA^T). add: accumulate into C, else overwrite. buf: bl_bgemm2_floats(n1, n2,
- * k, at) floats, 64-byte aligned. Wide ISA only (32 registers). */
-BL_CLONES
-static void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, int n1, const float *B1,
-                      size_t ldb1, float *C1, size_t ldc1, int n2, const float *B2, size_t ldb2,
-                      float *C2, size_t ldc2, int add, float *buf)
+ * k, at) floats, 64-byte aligned. */
+static inline __attribute__((always_inline)) void
+bl_bgemm2_body(const int wide, int m, int k, const float *A, size_t lda, int at, int n1,
+               const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2, const float *B2,
+               size_t ldb2, float *C2, size_t ldc2, int add, float *buf)
 {
     const int kc_max = bl_bgemm_kc(k, at), R = at ? BL_BG_ROWS_T : BL_BG_ROWS_N;
     float *bp1 = buf, *bp2 = buf + bl_packed_size(n1, kc_max);
@@ -125,16 +137,51 @@ static void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, int n1, 
             const float *a = A + (size_t)i0 * lda + k0;
             size_t la = lda;
             if (at) {
-                bl_transpose_block(rows, kc, A + (size_t)k0 * lda + i0, lda, ap);
+                bl_transpose_block(wide, rows, kc, A + (size_t)k0 * lda + i0, lda, ap);
                 a = ap;
                 la = (size_t)kc;
             }
-            bl_bgemm_panels(rows, n1, kc, a, la, bp1, C1 + (size_t)i0 * ldc1, ldc1, add || k0 > 0);
+            bl_bgemm_panels(wide, rows, n1, kc, a, la, bp1, C1 + (size_t)i0 * ldc1, ldc1,
+                            add || k0 > 0);
             if (n2 > 0)
-                bl_bgemm_panels(rows, n2, kc, a, la, bp2, C2 + (size_t)i0 * ldc2, ldc2,
+                bl_bgemm_panels(wide, rows, n2, kc, a, la, bp2, C2 + (size_t)i0 * ldc2, ldc2,
                                 add || k0 > 0);
         }
     }
+}
+
+/* bl_bgemm2_body, each blocking built only for the ISA levels that run it (_isa.h) */
+BL_WIDE
+static void bl_bgemm2_wide(int m, int k, const float *A, size_t lda, int at, int n1,
+                           const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2,
+                           const float *B2, size_t ldb2, float *C2, size_t ldc2, int add,
+                           float *buf)
+{
+    bl_bgemm2_body(1, m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
+                   buf);
+}
+
+BL_NARROW
+static void bl_bgemm2_narrow(int m, int k, const float *A, size_t lda, int at, int n1,
+                             const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2,
+                             const float *B2, size_t ldb2, float *C2, size_t ldc2, int add,
+                             float *buf)
+{
+    bl_bgemm2_body(0, m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
+                   buf);
+}
+
+static inline void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, int n1,
+                             const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2,
+                             const float *B2, size_t ldb2, float *C2, size_t ldc2, int add,
+                             float *buf)
+{
+    if (bl_isa_wide())
+        bl_bgemm2_wide(m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
+                       buf);
+    else
+        bl_bgemm2_narrow(m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
+                         buf);
 }
 
 /* dW_x = dA^T X and dW_h = dA^T H_prev over all 4H rows, shared by the threads of a backward
@@ -190,8 +237,8 @@ static inline void bl_wait_count(atomic_int *count, int target)
         bl_relax(spins++);
 }
 
-BL_CLONES
-static void bl_bgemm_shared_part(bl_bgemm_shared *j, int part)
+static inline __attribute__((always_inline)) void
+bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, int part)
 {
     if (part >= j->parts)
         return;
@@ -218,17 +265,39 @@ static void bl_bgemm_shared_part(bl_bgemm_shared *j, int part)
         const int kb = i / ngroups, g = i % ngroups, i0 = g * R;
         const int rows = j->m - i0 < R ? j->m - i0 : R;
         const int k0 = kb * kc_max, kc = j->k - k0 < kc_max ? j->k - k0 : kc_max;
-        bl_transpose_block(rows, kc, j->A + (size_t)k0 * j->lda + i0, j->lda, j->ap[part]);
+        bl_transpose_block(wide, rows, kc, j->A + (size_t)k0 * j->lda + i0, j->lda,
+                           j->ap[part]);
         bl_wait_count(&j->rows_kb[g], kb);      /* claimed ngroups items ago: rarely waits */
-        bl_bgemm_panels(rows, j->n1, kc, j->ap[part], (size_t)kc, j->bp + s1 * (size_t)kb,
-                        j->C1 + (size_t)i0 * j->ldc1, j->ldc1, kb > 0);
+        bl_bgemm_panels(wide, rows, j->n1, kc, j->ap[part], (size_t)kc,
+                        j->bp + s1 * (size_t)kb, j->C1 + (size_t)i0 * j->ldc1, j->ldc1, kb > 0);
         if (j->n2 > 0)
-            bl_bgemm_panels(rows, j->n2, kc, j->ap[part], (size_t)kc, bp2 + s2 * (size_t)kb,
-                            j->C2 + (size_t)i0 * j->ldc2, j->ldc2, kb > 0);
+            bl_bgemm_panels(wide, rows, j->n2, kc, j->ap[part], (size_t)kc,
+                            bp2 + s2 * (size_t)kb, j->C2 + (size_t)i0 * j->ldc2, j->ldc2,
+                            kb > 0);
         atomic_store_explicit(&j->rows_kb[g], kb + 1, memory_order_release);
         atomic_fetch_add_explicit(&j->done, 1, memory_order_release);
     }
     bl_wait_count(&j->done, nkb * ngroups);   /* every row of C is there for this part to read */
+}
+
+BL_WIDE
+static void bl_bgemm_shared_wide(bl_bgemm_shared *j, int part)
+{
+    bl_bgemm_shared_body(1, j, part);
+}
+
+BL_NARROW
+static void bl_bgemm_shared_narrow(bl_bgemm_shared *j, int part)
+{
+    bl_bgemm_shared_body(0, j, part);
+}
+
+static inline void bl_bgemm_shared_part(bl_bgemm_shared *j, int part)
+{
+    if (bl_isa_wide())
+        bl_bgemm_shared_wide(j, part);
+    else
+        bl_bgemm_shared_narrow(j, part);
 }
 
 /* C[m x n] (+)= op(A) @ B: bl_bgemm2 with one product; buf: bl_bgemm_floats(n, k, at). */

@@ -39,7 +39,7 @@ def _own() -> bool:
     return own
 
 def _kernel_available() -> bool:
-    """Does this CPU run our kernel for the backward's products (AVX-512)?"""
+    """Does this CPU run our kernel for the backward's products (AVX-512 or AVX2+FMA)?"""
     return bgemm_ok()
 
 def _own_products() -> bool:

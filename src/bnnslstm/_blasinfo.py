@@ -43,7 +43,7 @@ def kernel_gemms() -> str:
     from bnnslstm import _blas
 
     if _blas._own_products():
-        return "bnnslstm's own kernel (the forward, and the backward's products on AVX-512)"
+        return "bnnslstm's own kernel (the forward, and the backward's products)"
     return "bnnslstm's own kernel (the forward); the backward's products on the BLAS"
 
 

@@ -26,6 +26,9 @@
 
 typedef float bl_v16 __attribute__((vector_size(64)));
 typedef float bl_v16u __attribute__((vector_size(64), aligned(4)));   /* unaligned access */
+/* 8-float vectors: the native width of AVX2, where gcc lowers bl_v16 through the stack */
+typedef float bl_v8 __attribute__((vector_size(32)));
+typedef float bl_v8u __attribute__((vector_size(32), aligned(4)));
 
 /* Floats of the packed form of an [n x k] matrix. */
 static inline size_t bl_packed_size(int n, int k)
@@ -40,6 +43,12 @@ static inline float *bl_panel(const float *Wp, int P, int k, int p, int *ks)
     const int g0 = p - p % BL_GROUP, gn = P - g0 < BL_GROUP ? P - g0 : BL_GROUP;
     *ks = gn * BL_PANEL;
     return (float *)Wp + (size_t)g0 * k * BL_PANEL + (size_t)(p - g0) * BL_PANEL;
+}
+
+/* Does this CPU have 32 vector registers (the wide blocking)? */
+static inline int bl_pgemm_wide(void)
+{
+    return bl_isa_wide();
 }
 
 typedef int bl_i16 __attribute__((vector_size(64)));
@@ -77,6 +86,34 @@ static inline __attribute__((always_inline)) void bl_transpose16(bl_v16 r[16])
     BL_STAGE(1, BL_LO1, BL_HI1)
 }
 
+/* The same in 3 stages for 8 x 8 (AVX2). */
+typedef int bl_i8 __attribute__((vector_size(32)));
+#if defined(__clang__)
+#define BL_SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define BL_SHUF8(a, b, ...) __builtin_shuffle(a, b, (bl_i8){__VA_ARGS__})
+#endif
+#define BL8_LO4 0, 1, 2, 3, 8, 9, 10, 11
+#define BL8_HI4 4, 5, 6, 7, 12, 13, 14, 15
+#define BL8_LO2 0, 1, 8, 9, 4, 5, 12, 13
+#define BL8_HI2 2, 3, 10, 11, 6, 7, 14, 15
+#define BL8_LO1 0, 8, 2, 10, 4, 12, 6, 14
+#define BL8_HI1 1, 9, 3, 11, 5, 13, 7, 15
+#define BL_STAGE8(b, LO, HI)                                                                     \
+    for (int i = 0; i < 8; i++)                                                                  \
+        if (!(i & (b))) {                                                                        \
+            bl_v8 lo = r[i], hi = r[i + (b)];                                                    \
+            r[i] = BL_SHUF8(lo, hi, LO);                                                         \
+            r[i + (b)] = BL_SHUF8(lo, hi, HI);                                                   \
+        }
+
+static inline __attribute__((always_inline)) void bl_transpose8(bl_v8 r[8])
+{
+    BL_STAGE8(4, BL8_LO4, BL8_HI4)
+    BL_STAGE8(2, BL8_LO2, BL8_HI2)
+    BL_STAGE8(1, BL8_LO1, BL8_HI1)
+}
+
 /* Panels [q0, q1) of P panels packed at Wp: panel q, column c at kk holds W[(q - q0)*16 + c][kk]
  * (0 from row `rows` on). Whole 16 x 16 tiles are transposed in registers (the pack runs once
  * per call and layer, and must cost no more than a few time steps); edge tiles go element by
@@ -85,13 +122,24 @@ BL_CLONES
 static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
                           float *Wp)
 {
+    const int wide = bl_pgemm_wide();
     for (int q = q0; q < q1; q++) {
         int ks;
         float *dst = bl_panel(Wp, P, k, q, &ks);
         const float *src = W + (size_t)(q - q0) * BL_PANEL * ldw;
         int left = rows - (q - q0) * BL_PANEL, r = left < BL_PANEL ? left : BL_PANEL;
         int k0 = 0;
-        if (r == BL_PANEL)
+        if (r == BL_PANEL && !wide)
+            for (; k0 + 8 <= k; k0 += 8)
+                for (int h = 0; h < BL_PANEL; h += 8) {   /* two 8 x 8 tiles: columns h.. */
+                    bl_v8 t[8];
+                    for (int c = 0; c < 8; c++)
+                        t[c] = *(const bl_v8u *)(src + (h + c) * ldw + k0);
+                    bl_transpose8(t);
+                    for (int kk = 0; kk < 8; kk++)
+                        *(bl_v8 *)(dst + (size_t)(k0 + kk) * ks + h) = t[kk];
+                }
+        else if (r == BL_PANEL)
             for (; k0 + BL_PANEL <= k; k0 += BL_PANEL) {
                 bl_v16 t[BL_PANEL];
                 for (int c = 0; c < BL_PANEL; c++)
@@ -213,6 +261,62 @@ bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, co
     }
 }
 
+/* The same block for 16 vector registers (AVX2): gcc lowers the 16-float vectors of
+ * bl_pgemm_block badly there (every broadcast built on the stack: 15% of the FMA peak), so this
+ * one works on 8-float vectors, two per panel, each a native ymm register. Same sums in the same
+ * order as bl_pgemm_block. */
+static inline __attribute__((always_inline)) void
+bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
+                int ks, float *C, size_t ldc, int cols, int add)
+{
+    enum { H8 = BL_PANEL / 8 };
+    bl_v8 acc[6][6];
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV * H8; v++)
+            acc[r][v] = (bl_v8){0};
+    for (int kk = 0; kk < k; kk++) {
+        bl_v8 w[6];
+        for (int v = 0; v < NV * H8; v++)
+            w[v] = *(const bl_v8 *)(Wp + (size_t)kk * ks + v * 8);
+        for (int r = 0; r < MR; r++) {
+            const float s = A[r * lda + kk];
+            const bl_v8 a = {s, s, s, s, s, s, s, s};
+            for (int v = 0; v < NV * H8; v++)
+                acc[r][v] += a * w[v];
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV * H8; v++) {
+            const int c0 = v * 8;
+            if (c0 + 8 <= cols) {
+                bl_v8u *c = (bl_v8u *)(C + r * ldc + c0);
+                *c = add ? *c + acc[r][v] : acc[r][v];
+            } else {
+                float tmp[8];
+                memcpy(tmp, &acc[r][v], sizeof tmp);
+                for (int c = c0; c < cols; c++)
+                    C[r * ldc + c] = add ? C[r * ldc + c] + tmp[c - c0] : tmp[c - c0];
+            }
+        }
+}
+
+static inline __attribute__((always_inline)) void
+bl_pgemm_rows8(const int MR, const int NV, int m, int k, const float *A, size_t lda,
+               const float *Wp, int ks, float *C, size_t ldc, int cols, int add)
+{
+    int i = 0;
+    for (; i + MR <= m; i += MR)
+        bl_pgemm_block8(MR, NV, k, A + i * lda, lda, Wp, ks, C + i * ldc, ldc, cols, add);
+    A += i * lda;
+    C += i * ldc;
+    switch (m - i) {
+#define BL_TAIL8(R) case R: if (R < MR) bl_pgemm_block8(R < MR ? R : 1, NV, k, A, lda, Wp, ks, C, ldc, cols, add); break;
+    BL_TAIL8(5) BL_TAIL8(4) BL_TAIL8(3) BL_TAIL8(2) BL_TAIL8(1)
+#undef BL_TAIL8
+    default: break;
+    }
+}
+
 static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, int k, int rb, int nrb)
 {
     bl_pf pf = bl_no_pf;
@@ -256,17 +360,19 @@ bl_pgemm_rows(const int MR, const int NV, int m, int k, const float *A, size_t l
  * wide (32 vector registers: AVX-512, NEON): up to 8 rows x 3 panels = 24 accumulators, or
  * 4 rows x 6 panels when there are few rows (enough independent FMAs in flight either way;
  * at 4 rows, 4 x 6 streamed W_h 12-17% faster than 4 x 3);
- * narrow (16 registers: AVX2, where a 16-float vector is two ymm): 4 rows x 1 panel. */
+ * narrow (16 registers: AVX2): bl_pgemm_block8, 6 rows x 1 panel = 12 ymm accumulators, or
+ * 2 rows x 3 panels when there are few rows. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const float *Wp,
               int ks, float *C, size_t ldc, int cols, int add, const float *nx, int nks,
               int nnv)
 {
     if (!wide) {
-        if (nv == 2)
-            bl_pgemm_rows(2, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0);
-        else
-            bl_pgemm_rows(4, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0);
+        switch (nv) {
+        case 3: bl_pgemm_rows8(2, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
+        case 2: bl_pgemm_rows8(2, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
+        default: bl_pgemm_rows8(6, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
+        }
         return;
     }
     switch (nv) {
@@ -283,7 +389,7 @@ bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const 
  * rows. */
 static inline int bl_block_panels(int wide, int m)
 {
-    return wide ? (m <= 4 ? 6 : 3) : (m <= 2 ? 2 : 1);
+    return wide ? (m <= 4 ? 6 : 3) : (m <= 2 ? 3 : 1);
 }
 #define BL_MAX_BLOCK_PANELS BL_GROUP
 
@@ -320,11 +426,14 @@ static inline int bl_direct_panels(int k)
            : n > BL_DIRECT_MAX_PANELS ? BL_DIRECT_MAX_PANELS : (int)n;
 }
 
-static inline int bl_direct_rows(int k)
+/* ... in whole blocks of the ISA level's rows (8 wide, 6 narrow: at k = 512, 8 rows would
+ * leave a third of them to a 2-row block) */
+static inline int bl_direct_rows(int wide, int k)
 {
+    const size_t mr = wide ? 8 : 6;
     size_t r = BL_DIRECT_A_BYTES / ((size_t)(k > 0 ? k : 1) * sizeof(float));
-    r -= r % 8;
-    return r < 8 ? 8 : r > 256 ? 256 : (int)r;
+    r -= r % mr;
+    return r < mr ? (int)mr : r > 256 ? (int)(256 - 256 % mr) : (int)r;
 }
 
 /* Floats of a direct-form chunk buffer (one per thread). */
@@ -342,15 +451,14 @@ static inline size_t bl_direct_floats(int k)
  * multiplies by it, reading W_h once for both. Either way the same kernel computes each
  * element over the whole k, so results are identical. Blocks never cross a group; rev visits
  * them last to first. pf (panels only): each block prefetches the next (bl_pf). */
-BL_CLONES
-static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
-                            const float *Wp, int p0, int p1, float *C, size_t ldc,
-                            const float *W, size_t ldw, float *buf, int keep, int add, int rev,
-                            int pf)
+static inline __attribute__((always_inline)) void
+bl_pgemm_panels_body(const int wide, int m, int n, int k, const float *A, size_t lda,
+                     const float *Wp, int p0, int p1, float *C, size_t ldc, const float *W,
+                     size_t ldw, float *buf, int keep, int add, int rev, int pf)
 {
     const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(wide, m);
     const int chunk = W != NULL ? bl_direct_panels(k) : p1 - p0;
-    const int group = W != NULL ? bl_direct_rows(k) : m;
+    const int group = W != NULL ? bl_direct_rows(wide, k) : m;
     for (int c0 = p0; c0 < p1; c0 += chunk) {
         const int c1 = c0 + chunk < p1 ? c0 + chunk : p1;
         /* the chunk's packing: LP panels at L whose panel 0 is panel o of W */
@@ -391,16 +499,38 @@ static void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_
     }
 }
 
-/* Does this CPU have 32 vector registers (the wide blocking)? */
-static inline int bl_pgemm_wide(void)
+/* bl_pgemm_panels_body, each blocking built only for the ISA levels that run it (_isa.h) */
+BL_WIDE
+static void bl_pgemm_panels_wide(int m, int n, int k, const float *A, size_t lda,
+                                 const float *Wp, int p0, int p1, float *C, size_t ldc,
+                                 const float *W, size_t ldw, float *buf, int keep, int add,
+                                 int rev, int pf)
 {
-#if defined(__x86_64__) && defined(__GNUC__)
-    return __builtin_cpu_supports("avx512f");
-#elif defined(__aarch64__)
-    return 1;
-#else
-    return 0;
-#endif
+    bl_pgemm_panels_body(1, m, n, k, A, lda, Wp, p0, p1, C, ldc, W, ldw, buf, keep, add, rev,
+                         pf);
+}
+
+BL_NARROW
+static void bl_pgemm_panels_narrow(int m, int n, int k, const float *A, size_t lda,
+                                   const float *Wp, int p0, int p1, float *C, size_t ldc,
+                                   const float *W, size_t ldw, float *buf, int keep, int add,
+                                   int rev, int pf)
+{
+    bl_pgemm_panels_body(0, m, n, k, A, lda, Wp, p0, p1, C, ldc, W, ldw, buf, keep, add, rev,
+                         pf);
+}
+
+static inline void bl_pgemm_panels(int wide, int m, int n, int k, const float *A, size_t lda,
+                                   const float *Wp, int p0, int p1, float *C, size_t ldc,
+                                   const float *W, size_t ldw, float *buf, int keep, int add,
+                                   int rev, int pf)
+{
+    if (wide)
+        bl_pgemm_panels_wide(m, n, k, A, lda, Wp, p0, p1, C, ldc, W, ldw, buf, keep, add, rev,
+                             pf);
+    else
+        bl_pgemm_panels_narrow(m, n, k, A, lda, Wp, p0, p1, C, ldc, W, ldw, buf, keep, add,
+                               rev, pf);
 }
 
 /* Is W big enough for the blocks to prefetch the next (bl_pf): beyond what the caches keep from

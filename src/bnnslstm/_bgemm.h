@@ -93,9 +93,9 @@ bl_transpose_block(const int wide, int rows, int kc, const float *A, size_t lda,
             T[(size_t)r0 * kc + kk] = A[(size_t)kk * lda + r0];
 }
 
-/* The rows [0, rows) of C over one k block (kc) of the packed panels bp: blocks of 3 panels
- * within each group, a group's last 4 as 2 + 2 (a block of 1 panel has too few accumulators
- * to hide its loads). */
+/* The rows [0, rows) of C over one k block (kc) of the packed panels bp, in the blocks of
+ * bl_pgemm_cols: wide, blocks of 3 panels within each group, a group's last 4 as 2 + 2 (a
+ * block of 1 panel has too few accumulators to hide its loads); narrow, 6 rows x 1 panel. */
 static inline __attribute__((always_inline)) void
 bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t la,
                 const float *bp, float *C, size_t ldc, int add)

@@ -45,23 +45,28 @@ static inline float *bl_panel(const float *Wp, int P, int k, int p, int *ks)
     return (float *)Wp + (size_t)g0 * k * BL_PANEL + (size_t)(p - g0) * BL_PANEL;
 }
 
-/* Does this CPU have 32 vector registers (the wide blocking)? */
-static inline int bl_pgemm_wide(void)
-{
-    return bl_isa_wide();
-}
-
 typedef int bl_i16 __attribute__((vector_size(64)));
+typedef int bl_i8 __attribute__((vector_size(32)));
 
-/* Two-source shuffle by constant indices: gcc and clang spell it differently. */
+/* Two-source shuffle by constant indices (I: the index vector type, for gcc): gcc and clang
+ * spell it differently. */
 #if defined(__clang__)
-#define BL_SHUF(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#define BL_SHUF(I, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
 #else
-#define BL_SHUF(a, b, ...) __builtin_shuffle(a, b, (bl_i16){__VA_ARGS__})
+#define BL_SHUF(I, a, b, ...) __builtin_shuffle(a, b, (I){__VA_ARGS__})
 #endif
 
-/* In-register 16 x 16 transpose, in 4 stages: at block size b, rows i and i + b swap their
- * off-diagonal b-blocks (8 x 8 blocks, then 4 x 4 inside them, ...). */
+/* One stage of an in-register n x n transpose of r[0 .. n) (vectors of type V, indices I): at
+ * block size b, rows i and i + b swap their off-diagonal b-blocks. */
+#define BL_STAGE(V, I, n, b, LO, HI)                                                             \
+    for (int i = 0; i < (n); i++)                                                                \
+        if (!(i & (b))) {                                                                        \
+            V lo = r[i], hi = r[i + (b)];                                                        \
+            r[i] = BL_SHUF(I, lo, hi, LO);                                                       \
+            r[i + (b)] = BL_SHUF(I, lo, hi, HI);                                                 \
+        }
+
+/* In-register 16 x 16 transpose, in 4 stages (8 x 8 blocks, then 4 x 4 inside them, ...). */
 #define BL_LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
 #define BL_HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
 #define BL_LO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
@@ -70,48 +75,28 @@ typedef int bl_i16 __attribute__((vector_size(64)));
 #define BL_HI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
 #define BL_LO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
 #define BL_HI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
-#define BL_STAGE(b, LO, HI)                                                                      \
-    for (int i = 0; i < 16; i++)                                                                 \
-        if (!(i & (b))) {                                                                        \
-            bl_v16 lo = r[i], hi = r[i + (b)];                                                   \
-            r[i] = BL_SHUF(lo, hi, LO);                                                          \
-            r[i + (b)] = BL_SHUF(lo, hi, HI);                                                    \
-        }
 
 static inline __attribute__((always_inline)) void bl_transpose16(bl_v16 r[16])
 {
-    BL_STAGE(8, BL_LO8, BL_HI8)
-    BL_STAGE(4, BL_LO4, BL_HI4)
-    BL_STAGE(2, BL_LO2, BL_HI2)
-    BL_STAGE(1, BL_LO1, BL_HI1)
+    BL_STAGE(bl_v16, bl_i16, 16, 8, BL_LO8, BL_HI8)
+    BL_STAGE(bl_v16, bl_i16, 16, 4, BL_LO4, BL_HI4)
+    BL_STAGE(bl_v16, bl_i16, 16, 2, BL_LO2, BL_HI2)
+    BL_STAGE(bl_v16, bl_i16, 16, 1, BL_LO1, BL_HI1)
 }
 
 /* The same in 3 stages for 8 x 8 (AVX2). */
-typedef int bl_i8 __attribute__((vector_size(32)));
-#if defined(__clang__)
-#define BL_SHUF8(a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
-#else
-#define BL_SHUF8(a, b, ...) __builtin_shuffle(a, b, (bl_i8){__VA_ARGS__})
-#endif
 #define BL8_LO4 0, 1, 2, 3, 8, 9, 10, 11
 #define BL8_HI4 4, 5, 6, 7, 12, 13, 14, 15
 #define BL8_LO2 0, 1, 8, 9, 4, 5, 12, 13
 #define BL8_HI2 2, 3, 10, 11, 6, 7, 14, 15
 #define BL8_LO1 0, 8, 2, 10, 4, 12, 6, 14
 #define BL8_HI1 1, 9, 3, 11, 5, 13, 7, 15
-#define BL_STAGE8(b, LO, HI)                                                                     \
-    for (int i = 0; i < 8; i++)                                                                  \
-        if (!(i & (b))) {                                                                        \
-            bl_v8 lo = r[i], hi = r[i + (b)];                                                    \
-            r[i] = BL_SHUF8(lo, hi, LO);                                                         \
-            r[i + (b)] = BL_SHUF8(lo, hi, HI);                                                   \
-        }
 
 static inline __attribute__((always_inline)) void bl_transpose8(bl_v8 r[8])
 {
-    BL_STAGE8(4, BL8_LO4, BL8_HI4)
-    BL_STAGE8(2, BL8_LO2, BL8_HI2)
-    BL_STAGE8(1, BL8_LO1, BL8_HI1)
+    BL_STAGE(bl_v8, bl_i8, 8, 4, BL8_LO4, BL8_HI4)
+    BL_STAGE(bl_v8, bl_i8, 8, 2, BL8_LO2, BL8_HI2)
+    BL_STAGE(bl_v8, bl_i8, 8, 1, BL8_LO1, BL8_HI1)
 }
 
 /* Panels [q0, q1) of P panels packed at Wp: panel q, column c at kk holds W[(q - q0)*16 + c][kk]
@@ -122,7 +107,7 @@ BL_CLONES
 static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
                           float *Wp)
 {
-    const int wide = bl_pgemm_wide();
+    const int wide = bl_isa_wide();
     for (int q = q0; q < q1; q++) {
         int ks;
         float *dst = bl_panel(Wp, P, k, q, &ks);
@@ -587,7 +572,7 @@ typedef struct {
 
 static void bl_pgemm_items(const bl_pgemm_job *j, int i0, int i1, float *buf)
 {
-    const int P = bl_gate_panels(j->H), wide = bl_pgemm_wide();
+    const int P = bl_gate_panels(j->H), wide = bl_isa_wide();
     const int g0 = i0 / P, g1 = (i1 + P - 1) / P < j->gates ? (i1 + P - 1) / P : j->gates;
     for (int gi = g0; gi < g1; gi++) {
         int g = j->rev ? g0 + g1 - 1 - gi : gi;

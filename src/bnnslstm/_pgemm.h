@@ -196,6 +196,22 @@ typedef struct {
 
 static const bl_pf bl_no_pf = {NULL, 0, 0, 0, 0, 1};
 
+/* Row block rb of nrb's share of the prefetches of the next block (nx: NULL for none). */
+static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, int k, int rb, int nrb)
+{
+    bl_pf pf = bl_no_pf;
+    if (nx != NULL) {
+        int per = (k + nrb - 1) / nrb;
+        pf.nx = nx;
+        pf.nks = nks;
+        pf.nnv = nnv;
+        pf.o0 = rb * per < k ? rb * per : k;
+        pf.o1 = pf.o0 + per < k ? pf.o0 + per : k;
+        pf.step = k / per > 1 ? k / per : 1;
+    }
+    return pf;
+}
+
 /* One MR x (NV*16) block of C over the whole k: the accumulators stay in registers. Wp: the
  * block's first panel (bl_panel), the others following it in its group, ks floats from one k
  * to the next. `cols` is the number of valid columns (< NV*16 only in the last block). MR and
@@ -249,17 +265,27 @@ bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, co
 /* The same block for 16 vector registers (AVX2): gcc lowers the 16-float vectors of
  * bl_pgemm_block badly there (every broadcast built on the stack: 15% of the FMA peak), so this
  * one works on 8-float vectors, two per panel, each a native ymm register. Same sums in the same
- * order as bl_pgemm_block. */
+ * order as bl_pgemm_block, and the same prefetches (on a Zen 1, fetching C's lines first made
+ * the time loop's forward 3-9% faster). */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
-                int ks, float *C, size_t ldc, int cols, int add)
+                int ks, float *C, size_t ldc, int cols, int add, bl_pf pf)
 {
     enum { H8 = BL_PANEL / 8 };
     bl_v8 acc[6][12];
+    int next = pf.o0 < pf.o1 ? 0 : k, o = pf.o0;
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV * H8; v++)
             acc[r][v] = (bl_v8){0};
+    for (int r = 0; r < MR; r++)
+        for (int v = 0; v < NV; v++)
+            __builtin_prefetch(C + r * ldc + v * BL_PANEL, 1, 3);
     for (int kk = 0; kk < k; kk++) {
+        if (kk == next) {
+            for (int v = 0; v < pf.nnv; v++)
+                __builtin_prefetch(pf.nx + (size_t)o * pf.nks + v * BL_PANEL, 0, 2);
+            next = ++o < pf.o1 ? next + pf.step : k;
+        }
         bl_v8 w[12];
         for (int v = 0; v < NV * H8; v++)
             w[v] = *(const bl_v8 *)(Wp + (size_t)kk * ks + v * 8);
@@ -285,60 +311,36 @@ bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, c
         }
 }
 
-static inline __attribute__((always_inline)) void
-bl_pgemm_rows8(const int MR, const int NV, int m, int k, const float *A, size_t lda,
-               const float *Wp, int ks, float *C, size_t ldc, int cols, int add)
-{
-    int i = 0;
-    for (; i + MR <= m; i += MR)
-        bl_pgemm_block8(MR, NV, k, A + i * lda, lda, Wp, ks, C + i * ldc, ldc, cols, add);
-    A += i * lda;
-    C += i * ldc;
-    switch (m - i) {
-#define BL_TAIL8(R) case R: if (R < MR) bl_pgemm_block8(R < MR ? R : 1, NV, k, A, lda, Wp, ks, C, ldc, cols, add); break;
-    BL_TAIL8(5) BL_TAIL8(4) BL_TAIL8(3) BL_TAIL8(2) BL_TAIL8(1)
-#undef BL_TAIL8
-    default: break;
-    }
-}
-
-static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, int k, int rb, int nrb)
-{
-    bl_pf pf = bl_no_pf;
-    if (nx != NULL) {
-        int per = (k + nrb - 1) / nrb;
-        pf.nx = nx;
-        pf.nks = nks;
-        pf.nnv = nnv;
-        pf.o0 = rb * per < k ? rb * per : k;
-        pf.o1 = pf.o0 + per < k ? pf.o0 + per : k;
-        pf.step = k / per > 1 ? k / per : 1;
-    }
-    return pf;
-}
-
 /* Rows [0, m) in blocks of MR, then the remaining rows in one smaller block (each row count
- * gets its own unrolled code: MR and NV are constants after inlining). nx (or NULL): the next
- * block of nnv panels, for the row blocks to prefetch in shares. */
+ * gets its own unrolled code: wide, MR and NV are constants after inlining), in the wide
+ * (bl_pgemm_block) or narrow (bl_pgemm_block8) blocking. nx (or NULL): the next block of nnv
+ * panels, for the row blocks to prefetch in shares. */
 static inline __attribute__((always_inline)) void
-bl_pgemm_rows(const int MR, const int NV, int m, int k, const float *A, size_t lda,
-              const float *Wp, int ks, float *C, size_t ldc, int cols, int add,
+bl_pgemm_rows(const int wide, const int MR, const int NV, int m, int k, const float *A,
+              size_t lda, const float *Wp, int ks, float *C, size_t ldc, int cols, int add,
               const float *nx, int nks, int nnv)
 {
+#define BL_BLOCK(R, A, C, pf)                                                                  \
+    do {                                                                                       \
+        if (wide)                                                                              \
+            bl_pgemm_block(R, NV, k, A, lda, Wp, ks, C, ldc, cols, add, pf);                  \
+        else                                                                                   \
+            bl_pgemm_block8(R, NV, k, A, lda, Wp, ks, C, ldc, cols, add, pf);                 \
+    } while (0)
     const int nrb = (m + MR - 1) / MR;
     int i = 0;
     for (; i + MR <= m; i += MR)
-        bl_pgemm_block(MR, NV, k, A + i * lda, lda, Wp, ks, C + i * ldc, ldc, cols, add,
-                       bl_pf_share(nx, nks, nnv, k, i / MR, nrb));
+        BL_BLOCK(MR, A + i * lda, C + i * ldc, bl_pf_share(nx, nks, nnv, k, i / MR, nrb));
     const bl_pf pf = bl_pf_share(nx, nks, nnv, k, nrb - 1, nrb);
     A += i * lda;
     C += i * ldc;
     switch (m - i) {
-#define BL_TAIL(R) case R: if (R < MR) bl_pgemm_block(R < MR ? R : 1, NV, k, A, lda, Wp, ks, C, ldc, cols, add, pf); break;
+#define BL_TAIL(R) case R: if (R < MR) BL_BLOCK(R < MR ? R : 1, A, C, pf); break;
     BL_TAIL(7) BL_TAIL(6) BL_TAIL(5) BL_TAIL(4) BL_TAIL(3) BL_TAIL(2) BL_TAIL(1)
 #undef BL_TAIL
     default: break;
     }
+#undef BL_BLOCK
 }
 
 /* One block of NV panels for every row, with the register blocking of the ISA level:
@@ -356,22 +358,22 @@ bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const 
 {
     if (!wide) {
         switch (nv) {
-        case 6: bl_pgemm_rows8(1, 6, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
-        case 5: bl_pgemm_rows8(1, 5, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
-        case 4: bl_pgemm_rows8(1, 4, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
-        case 3: bl_pgemm_rows8(2, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
-        case 2: bl_pgemm_rows8(2, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
-        default: bl_pgemm_rows8(6, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add); break;
+        case 6: bl_pgemm_rows(0, 1, 6, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+        case 5: bl_pgemm_rows(0, 1, 5, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+        case 4: bl_pgemm_rows(0, 1, 4, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+        case 3: bl_pgemm_rows(0, 2, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+        case 2: bl_pgemm_rows(0, 2, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+        default: bl_pgemm_rows(0, 6, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
         }
         return;
     }
     switch (nv) {
-    case 6: bl_pgemm_rows(4, 6, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
-    case 5: bl_pgemm_rows(4, 5, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
-    case 4: bl_pgemm_rows(4, 4, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
-    case 3: bl_pgemm_rows(8, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-    case 2: bl_pgemm_rows(8, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-    default: bl_pgemm_rows(8, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+    case 6: bl_pgemm_rows(1, 4, 6, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
+    case 5: bl_pgemm_rows(1, 4, 5, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
+    case 4: bl_pgemm_rows(1, 4, 4, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
+    case 3: bl_pgemm_rows(1, 8, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+    case 2: bl_pgemm_rows(1, 8, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+    default: bl_pgemm_rows(1, 8, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
     }
 }
 
@@ -524,13 +526,19 @@ static inline void bl_pgemm_panels(int wide, int m, int n, int k, const float *A
 }
 
 /* Is W big enough for the blocks to prefetch the next (bl_pf): beyond what the caches keep from
- * one step to the next (measured to gain at 16 MiB, in the noise at 4 and 8 MiB), with at least
- * two blocks of rows to share the prefetches. */
+ * one step to the next, with at least two blocks of rows to share the prefetches. Wide blocking:
+ * measured to gain at 16 MiB, in the noise at 4 and 8 MiB. Narrow blocking (a 6-row block
+ * reads one panel, every sixth line of its group, which the hardware prefetchers follow
+ * poorly): on a Zen 1 (512 KiB L2) the time loop gained from 1 MiB on (1 thread, forward:
+ * h256 t150 b64 346-393 -> 321-336 ms, h512 b64 214-222 -> 199-205, h1024 b64 886-1028 ->
+ * 782-812; the backward 4-15%); m = 4 and 1 lost (a single block of rows per panel). */
 #define BL_PF_MIN_BYTES ((size_t)8 << 20)
+#define BL_PF_MIN_BYTES_NARROW ((size_t)1 << 20)
 
 static inline int bl_pf_wanted(int m, int n, int k)
 {
-    return m >= 16 && (size_t)n * (size_t)k * sizeof(float) > BL_PF_MIN_BYTES;
+    const size_t bytes = (size_t)n * (size_t)k * sizeof(float);
+    return m >= 16 && (bl_isa_wide() ? bytes > BL_PF_MIN_BYTES : bytes >= BL_PF_MIN_BYTES_NARROW);
 }
 
 /* Gate-blocked form: W is `gates` blocks of H rows ([gates*H x k], row stride ldw), each gate

@@ -68,10 +68,11 @@ def test_transposed_matches_float64(rng, m):
 
 @pytest.mark.parametrize("m", [1, 3, 4, 5, 9])
 def test_group_edges_are_bit_identical(rng, m):
-    # The panels go in groups of 6 and no block crosses one: 7, 11 and 13 panels per gate end
-    # in groups of 1, 5 and 1; two threads split 3 gates of 7 panels inside a group; reversed
-    # blocks (2 + 3 of a group of 5) and kept panels (written while multiplying) give the
-    # same bits as the packed product.
+    # No block crosses a range of 6 panels (the wide layout's groups; the narrow layout
+    # packs panels one by one): 7, 11 and 13 panels per gate end in ranges of 1, 5 and 1;
+    # two threads split 3 gates of 7 panels inside a range; reversed blocks (2 + 3 of a range
+    # of 5) and kept panels (written while multiplying) give the same bits as the packed
+    # product.
     for gates, H, k in ((1, 100, 33), (3, 112, 20), (4, 170, 17), (1, 208, 40)):
         for helper in (False, True):
             a, w, c, want = case(rng, m, gates * H, k, False)
@@ -89,10 +90,11 @@ def test_group_edges_are_bit_identical(rng, m):
             assert np.array_equal(runs["keep"], runs["twice"], equal_nan=True)
 
 
-@pytest.mark.parametrize("m", [16, 23, 64])
+@pytest.mark.parametrize("m", [2, 3, 4, 16, 23, 64])
 def test_weights_past_the_prefetch_size(rng, m):
     # packed W over 8 MiB: each block of panels prefetches the next (bl_pf), in the shares of
-    # the row blocks, to the end of each gate (33 panels: the last block is partial)
+    # the row blocks, to the end of each gate (33 panels: the last block is partial); on AVX2
+    # also at 2 to 4 rows, where blocks of 2 or 3 panels prefetch the next such block
     for gates, H, k, transposed in ((4, 520, 1100, False), (1, 1100, 2100, True)):
         a, w, c, want = case(rng, m, gates * H, k, transposed)
         forward, backward = c.copy(), c.copy()

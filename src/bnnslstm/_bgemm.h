@@ -103,11 +103,11 @@ bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t 
     const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(wide, rows);
     for (int p = 0; p < P;) {
         int e = bl_block_end(p, per, 0, P), nv = e - p, ks;
-        if (per == 3 && nv == 3 && bl_block_end(e, per, 0, P) - e == 1 && e % BL_GROUP)
+        if (wide && per == 3 && nv == 3 && bl_block_end(e, per, 0, P) - e == 1 && e % BL_GROUP)
             nv = 2;
         const int left = n - p * BL_PANEL;
         const float *w = bl_panel(bp, P, kc, p, &ks);
-        bl_pgemm_cols(wide, nv, rows, kc, a, la, w, ks,
+        bl_pgemm_cols(wide, nv, rows, kc, a, la, w, ks, bl_panel_step(kc),
                       C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add,
                       NULL, 0, 0);   /* prefetching the next panels measured no gain here */
         p += nv;

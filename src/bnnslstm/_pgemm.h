@@ -4,10 +4,12 @@
  * the batch sizes of recurrent steps (1 to 64 rows) that copy costs as much as the multiply.
  * As oneDNN does, W is packed once into panels of 16 output columns (zero padded), and a
  * register-blocked kernel streams each panel once per block of MR rows: per k, NV panel vectors
- * are loaded and every row's A[r][k] is broadcast against them. The panels are interleaved in
- * groups of BL_GROUP ([group][k][panel of the group][16]), so that a block of a group's panels
- * reads one contiguous stream: at 1 to 4 rows (streaming W_h from L3 at every step) one stream
- * ran 7-13% faster than six panels 32 KiB apart, and 35-41% with 4 x 6 blocks at 4 rows.
+ * are loaded and every row's A[r][k] is broadcast against them. For the wide blocking the
+ * panels are interleaved in groups of BL_GROUP ([group][k][panel of the group][16]), so that a
+ * block of a group's panels reads one contiguous stream: at 1 to 4 rows (streaming W_h from L3
+ * at every step) one stream ran 7-13% faster than six panels 32 KiB apart, and 35-41% with
+ * 4 x 6 blocks at 4 rows. The narrow blocking's blocks are mostly 1 panel wide, and a panel
+ * read as every sixth line of its group ran slower than the same panel on its own (bl_group).
  *
  * Every output element is one dot product accumulated in k order, whatever the blocking, so the
  * result of an element does not depend on m, on the panel range a thread takes, or on the ISA
@@ -36,11 +38,26 @@ static inline size_t bl_packed_size(int n, int k)
     return (size_t)((n + BL_PANEL - 1) / BL_PANEL) * (size_t)k * BL_PANEL;
 }
 
+/* Panels per group of the packing on this CPU: BL_GROUP for the wide blocking; 1 for the narrow
+ * one, whose blocks at 4 rows and more are 1 panel wide, so that each reads its panel as one
+ * contiguous stream (see bl_pgemm_cols). */
+static inline int bl_group(void)
+{
+    return bl_isa_wide() ? BL_GROUP : 1;
+}
+
+/* Floats from one panel to the next at the same k (within a group, or from group to group
+ * of one panel each). */
+static inline size_t bl_panel_step(int k)
+{
+    return bl_group() == 1 ? (size_t)k * BL_PANEL : BL_PANEL;
+}
+
 /* Panel p (at k = 0) of P panels packed at Wp; *ks: floats from one k to the next in it (its
- * group's width: BL_GROUP panels, fewer in the last group). */
+ * group's width: bl_group() panels, fewer in the last group). */
 static inline float *bl_panel(const float *Wp, int P, int k, int p, int *ks)
 {
-    const int g0 = p - p % BL_GROUP, gn = P - g0 < BL_GROUP ? P - g0 : BL_GROUP;
+    const int G = bl_group(), g0 = p - p % G, gn = P - g0 < G ? P - g0 : G;
     *ks = gn * BL_PANEL;
     return (float *)Wp + (size_t)g0 * k * BL_PANEL + (size_t)(p - g0) * BL_PANEL;
 }
@@ -154,8 +171,8 @@ static inline void bl_pack_panels(int n, int k, const float *W, size_t ldw, floa
 BL_CLONES
 static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp, int q0, int q1)
 {
-    const int P = (n + BL_PANEL - 1) / BL_PANEL;
-    for (int g0 = q0 * BL_GROUP; g0 < P && g0 < q1 * BL_GROUP; g0 += BL_GROUP) {
+    const int P = (n + BL_PANEL - 1) / BL_PANEL, G = bl_group();
+    for (int g0 = q0 * G; g0 < P && g0 < q1 * G; g0 += G) {
         int ks;
         float *restrict dst = bl_panel(Wp, P, k, g0, &ks);
         const float *restrict src = W + g0 * BL_PANEL;
@@ -163,6 +180,10 @@ static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp
         if (ks == BL_GROUP * BL_PANEL && cols >= ks) {
             for (int kk = 0; kk < k; kk++)
                 for (int c = 0; c < BL_GROUP * BL_PANEL; c++)
+                    dst[(size_t)kk * ks + c] = src[kk * ldw + c];
+        } else if (ks == BL_PANEL && cols >= ks) {
+            for (int kk = 0; kk < k; kk++)
+                for (int c = 0; c < BL_PANEL; c++)
                     dst[(size_t)kk * ks + c] = src[kk * ldw + c];
         } else {
             for (int kk = 0; kk < k; kk++)
@@ -172,10 +193,11 @@ static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp
     }
 }
 
-/* Groups of panels (BL_GROUP panels each, the last one fewer) of an [n x k] packing. */
+/* Groups of panels (bl_group() panels each, the last one fewer) of an [n x k] packing. */
 static inline int bl_groups(int n)
 {
-    return ((n + BL_PANEL - 1) / BL_PANEL + BL_GROUP - 1) / BL_GROUP;
+    const int G = bl_group();
+    return ((n + BL_PANEL - 1) / BL_PANEL + G - 1) / G;
 }
 
 static inline void bl_pack_panels_t(int n, int k, const float *W, size_t ldw, float *Wp)
@@ -191,18 +213,21 @@ static inline void bl_pack_panels_t(int n, int k, const float *W, size_t ldw, fl
  * block's lines: rows [o0, o1) of its nnv panels, one every `step` k. */
 typedef struct {
     const float *nx;
+    size_t ps;                      /* bl_panel_step */
     int nks, nnv, o0, o1, step;     /* nks: the next block's k stride */
 } bl_pf;
 
-static const bl_pf bl_no_pf = {NULL, 0, 0, 0, 0, 1};
+static const bl_pf bl_no_pf = {NULL, 0, 0, 0, 0, 0, 1};
 
 /* Row block rb of nrb's share of the prefetches of the next block (nx: NULL for none). */
-static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, int k, int rb, int nrb)
+static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, size_t ps, int k, int rb,
+                                int nrb)
 {
     bl_pf pf = bl_no_pf;
     if (nx != NULL) {
         int per = (k + nrb - 1) / nrb;
         pf.nx = nx;
+        pf.ps = ps;
         pf.nks = nks;
         pf.nnv = nnv;
         pf.o0 = rb * per < k ? rb * per : k;
@@ -218,7 +243,7 @@ static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, int k, int rb
  * NV are constants at every call site, so the loops unroll fully. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
-               int ks, float *C, size_t ldc, int cols, int add, bl_pf pf)
+               int ks, size_t ps, float *C, size_t ldc, int cols, int add, bl_pf pf)
 {
     bl_v16 acc[8][8];
     int next = pf.o0 < pf.o1 ? 0 : k, o = pf.o0;
@@ -232,12 +257,12 @@ bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, co
     for (int kk = 0; kk < k; kk++) {
         if (kk == next) {
             for (int v = 0; v < pf.nnv; v++)
-                __builtin_prefetch(pf.nx + (size_t)o * pf.nks + v * BL_PANEL, 0, 2);
+                __builtin_prefetch(pf.nx + (size_t)o * pf.nks + v * pf.ps, 0, 2);
             next = ++o < pf.o1 ? next + pf.step : k;
         }
         bl_v16 w[8];
         for (int v = 0; v < NV; v++)
-            w[v] = *(const bl_v16 *)(Wp + (size_t)kk * ks + v * BL_PANEL);
+            w[v] = *(const bl_v16 *)(Wp + (size_t)kk * ks + v * ps);
         for (int r = 0; r < MR; r++) {
             const float a = A[r * lda + kk];
             for (int v = 0; v < NV; v++)
@@ -269,7 +294,7 @@ bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, co
  * the time loop's forward 3-9% faster). */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
-                int ks, float *C, size_t ldc, int cols, int add, bl_pf pf)
+                int ks, size_t ps, float *C, size_t ldc, int cols, int add, bl_pf pf)
 {
     enum { H8 = BL_PANEL / 8 };
     bl_v8 acc[6][12];
@@ -283,12 +308,12 @@ bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, c
     for (int kk = 0; kk < k; kk++) {
         if (kk == next) {
             for (int v = 0; v < pf.nnv; v++)
-                __builtin_prefetch(pf.nx + (size_t)o * pf.nks + v * BL_PANEL, 0, 2);
+                __builtin_prefetch(pf.nx + (size_t)o * pf.nks + v * pf.ps, 0, 2);
             next = ++o < pf.o1 ? next + pf.step : k;
         }
         bl_v8 w[12];
         for (int v = 0; v < NV * H8; v++)
-            w[v] = *(const bl_v8 *)(Wp + (size_t)kk * ks + v * 8);
+            w[v] = *(const bl_v8 *)(Wp + (size_t)kk * ks + v / H8 * ps + v % H8 * 8);
         for (int r = 0; r < MR; r++) {
             const float s = A[r * lda + kk];
             const bl_v8 a = {s, s, s, s, s, s, s, s};
@@ -317,21 +342,21 @@ bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, c
  * panels, for the row blocks to prefetch in shares. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_rows(const int wide, const int MR, const int NV, int m, int k, const float *A,
-              size_t lda, const float *Wp, int ks, float *C, size_t ldc, int cols, int add,
-              const float *nx, int nks, int nnv)
+              size_t lda, const float *Wp, int ks, size_t ps, float *C, size_t ldc, int cols,
+              int add, const float *nx, int nks, int nnv)
 {
 #define BL_BLOCK(R, A, C, pf)                                                                  \
     do {                                                                                       \
         if (wide)                                                                              \
-            bl_pgemm_block(R, NV, k, A, lda, Wp, ks, C, ldc, cols, add, pf);                  \
+            bl_pgemm_block(R, NV, k, A, lda, Wp, ks, ps, C, ldc, cols, add, pf);              \
         else                                                                                   \
-            bl_pgemm_block8(R, NV, k, A, lda, Wp, ks, C, ldc, cols, add, pf);                 \
+            bl_pgemm_block8(R, NV, k, A, lda, Wp, ks, ps, C, ldc, cols, add, pf);             \
     } while (0)
     const int nrb = (m + MR - 1) / MR;
     int i = 0;
     for (; i + MR <= m; i += MR)
-        BL_BLOCK(MR, A + i * lda, C + i * ldc, bl_pf_share(nx, nks, nnv, k, i / MR, nrb));
-    const bl_pf pf = bl_pf_share(nx, nks, nnv, k, nrb - 1, nrb);
+        BL_BLOCK(MR, A + i * lda, C + i * ldc, bl_pf_share(nx, nks, nnv, ps, k, i / MR, nrb));
+    const bl_pf pf = bl_pf_share(nx, nks, nnv, ps, k, nrb - 1, nrb);
     A += i * lda;
     C += i * ldc;
     switch (m - i) {
@@ -347,41 +372,45 @@ bl_pgemm_rows(const int wide, const int MR, const int NV, int m, int k, const fl
  * wide (32 vector registers: AVX-512, NEON): up to 8 rows x 3 panels = 24 accumulators, or
  * 4 rows x 6 panels when there are few rows (enough independent FMAs in flight either way;
  * at 4 rows, 4 x 6 streamed W_h 12-17% faster than 4 x 3);
- * narrow (16 registers: AVX2): bl_pgemm_block8, 6 rows x 1 panel = 12 ymm accumulators, or
- * at 1 to 4 rows 1 row x a whole group of 6 panels, so that each pass reads the group as one
- * stream (1 panel at a time read every sixth line of it: m = 4, W 16 MiB from memory, 4.8 ->
- * 2.1 ms; m = 1, W 4 MiB, 0.106 -> 0.078 ms). */
+ * narrow (16 registers: AVX2): bl_pgemm_block8, 6 rows x 1 panel = 12 ymm accumulators, at
+ * 4 rows 4 x 1, each block reading its panel as one stream (bl_group); at 1 to 3 rows 1 x 6,
+ * 2 x 3, 3 x 2 (a single panel would leave too few chains to hide the FMA latency).
+ * ps: bl_panel_step. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const float *Wp,
-              int ks, float *C, size_t ldc, int cols, int add, const float *nx, int nks,
-              int nnv)
+              int ks, size_t ps, float *C, size_t ldc, int cols, int add, const float *nx,
+              int nks, int nnv)
 {
+#define BL_ROWS(W, MR, NV) bl_pgemm_rows(W, MR, NV, m, k, A, lda, Wp, ks, ps, C, ldc, cols, add, nx, nks, nnv)
+#define BL_ROWS_NO_PF(W, MR, NV) bl_pgemm_rows(W, MR, NV, m, k, A, lda, Wp, ks, ps, C, ldc, cols, add, NULL, 0, 0)
     if (!wide) {
         switch (nv) {
-        case 6: bl_pgemm_rows(0, 1, 6, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-        case 5: bl_pgemm_rows(0, 1, 5, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-        case 4: bl_pgemm_rows(0, 1, 4, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-        case 3: bl_pgemm_rows(0, 2, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-        case 2: bl_pgemm_rows(0, 2, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-        default: bl_pgemm_rows(0, 6, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+        case 6: BL_ROWS(0, 1, 6); break;
+        case 5: BL_ROWS(0, 1, 5); break;
+        case 4: BL_ROWS(0, 1, 4); break;
+        case 3: BL_ROWS(0, 2, 3); break;
+        case 2: BL_ROWS(0, 3, 2); break;
+        default: BL_ROWS(0, 6, 1); break;
         }
         return;
     }
     switch (nv) {
-    case 6: bl_pgemm_rows(1, 4, 6, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
-    case 5: bl_pgemm_rows(1, 4, 5, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
-    case 4: bl_pgemm_rows(1, 4, 4, m, k, A, lda, Wp, ks, C, ldc, cols, add, NULL, 0, 0); break;
-    case 3: bl_pgemm_rows(1, 8, 3, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-    case 2: bl_pgemm_rows(1, 8, 2, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
-    default: bl_pgemm_rows(1, 8, 1, m, k, A, lda, Wp, ks, C, ldc, cols, add, nx, nks, nnv); break;
+    case 6: BL_ROWS_NO_PF(1, 4, 6); break;
+    case 5: BL_ROWS_NO_PF(1, 4, 5); break;
+    case 4: BL_ROWS_NO_PF(1, 4, 4); break;
+    case 3: BL_ROWS(1, 8, 3); break;
+    case 2: BL_ROWS(1, 8, 2); break;
+    default: BL_ROWS(1, 8, 1); break;
     }
+#undef BL_ROWS
+#undef BL_ROWS_NO_PF
 }
 
 /* Panels per block of bl_pgemm_panels (at most BL_GROUP): its register blocking by ISA and
  * rows. */
 static inline int bl_block_panels(int wide, int m)
 {
-    return wide ? (m <= 4 ? 6 : 3) : (m <= 4 ? 6 : 1);
+    return wide ? (m <= 4 ? 6 : 3) : m == 1 ? 6 : m == 2 ? 3 : m == 3 ? 2 : 1;
 }
 #define BL_MAX_BLOCK_PANELS BL_GROUP
 
@@ -441,8 +470,8 @@ static inline size_t bl_direct_floats(int k)
  * packed W out to memory and reading it back. With `keep`, buf is instead where all the
  * panels are kept (the layout of Wp) for later products: the first step packs W_h as it
  * multiplies by it, reading W_h once for both. Either way the same kernel computes each
- * element over the whole k, so results are identical. Blocks never cross a group; rev visits
- * them last to first. pf (panels only): each block prefetches the next (bl_pf). */
+ * element over the whole k, so results are identical. Blocks never cross a group of BL_GROUP
+ * panels (in the wide layout, a group); rev visits them last to first. pf (panels only): each block prefetches the next (bl_pf). */
 static inline __attribute__((always_inline)) void
 bl_pgemm_panels_body(const int wide, int m, int n, int k, const float *A, size_t lda,
                      const float *Wp, int p0, int p1, float *C, size_t ldc, const float *W,
@@ -451,6 +480,7 @@ bl_pgemm_panels_body(const int wide, int m, int n, int k, const float *A, size_t
     const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(wide, m);
     const int chunk = W != NULL ? bl_direct_panels(k) : p1 - p0;
     const int group = W != NULL ? bl_direct_rows(wide, k) : m;
+    const size_t ps = bl_panel_step(k);
     for (int c0 = p0; c0 < p1; c0 += chunk) {
         const int c1 = c0 + chunk < p1 ? c0 + chunk : p1;
         /* the chunk's packing: LP panels at L whose panel 0 is panel o of W */
@@ -481,7 +511,7 @@ bl_pgemm_panels_body(const int wide, int m, int n, int k, const float *A, size_t
                 const float *w = bl_panel(L, LP, k, p - o, &ks), *nx = NULL;
                 if (np < ne && pf && W == NULL)      /* panels only: prefetch the next block */
                     nx = bl_panel(L, LP, k, np - o, &nks);
-                bl_pgemm_cols(wide, nv, rows, k, A + (size_t)i * lda, lda, w, ks,
+                bl_pgemm_cols(wide, nv, rows, k, A + (size_t)i * lda, lda, w, ks, ps,
                               C + (size_t)i * ldc + p * BL_PANEL, ldc, cols, add, nx, nks,
                               nx != NULL ? ne - np : 0);
                 p = np;
@@ -526,19 +556,21 @@ static inline void bl_pgemm_panels(int wide, int m, int n, int k, const float *A
 }
 
 /* Is W big enough for the blocks to prefetch the next (bl_pf): beyond what the caches keep from
- * one step to the next, with at least two blocks of rows to share the prefetches. Wide blocking:
- * measured to gain at 16 MiB, in the noise at 4 and 8 MiB. Narrow blocking (a 6-row block
- * reads one panel, every sixth line of its group, which the hardware prefetchers follow
- * poorly): on a Zen 1 (512 KiB L2) the time loop gained from 1 MiB on (1 thread, forward:
- * h256 t150 b64 346-393 -> 321-336 ms, h512 b64 214-222 -> 199-205, h1024 b64 886-1028 ->
- * 782-812; the backward 4-15%); m = 4 and 1 lost (a single block of rows per panel). */
+ * one step to the next. Wide blocking: measured to gain at 16 MiB, in the noise at 4 and 8
+ * MiB, with at least two blocks of rows to share the prefetches. Narrow blocking, on a Zen 1
+ * (512 KiB L2; GFLOP/s of the product alone, without -> with): from 1 MiB at 16 rows and more
+ * (m = 64: 1 MiB 37.6 -> 38.6, 4 MiB 36.4 -> 38.5, 16 MiB 35.0 -> 38.3; m = 16, 4 MiB 32.8 ->
+ * 36.8), and past 8 MiB at 2 rows and more (m = 4, 16 MiB: 12.4 -> 15.0; the forward of h1024
+ * b4 84-89 -> 71-73 ms), where at 4 MiB it lost (m = 4: 36 -> 28.5). */
 #define BL_PF_MIN_BYTES ((size_t)8 << 20)
 #define BL_PF_MIN_BYTES_NARROW ((size_t)1 << 20)
 
 static inline int bl_pf_wanted(int m, int n, int k)
 {
     const size_t bytes = (size_t)n * (size_t)k * sizeof(float);
-    return m >= 16 && (bl_isa_wide() ? bytes > BL_PF_MIN_BYTES : bytes >= BL_PF_MIN_BYTES_NARROW);
+    if (bl_isa_wide())
+        return m >= 16 && bytes > BL_PF_MIN_BYTES;
+    return bytes > BL_PF_MIN_BYTES ? m >= 2 : m >= 16 && bytes >= BL_PF_MIN_BYTES_NARROW;
 }
 
 /* Gate-blocked form: W is `gates` blocks of H rows ([gates*H x k], row stride ldw), each gate

@@ -238,8 +238,8 @@ static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, size_t ps, in
 }
 
 /* One MR x (NV*16) block of C over the whole k: the accumulators stay in registers. Wp: the
- * block's first panel (bl_panel), the others following it in its group, ks floats from one k
- * to the next. `cols` is the number of valid columns (< NV*16 only in the last block). MR and
+ * block's first panel (bl_panel), the others following it ps floats apart (bl_panel_step), ks
+ * floats from one k to the next. `cols` is the number of valid columns (< NV*16 only in the last block). MR and
  * NV are constants at every call site, so the loops unroll fully. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
@@ -470,8 +470,9 @@ static inline size_t bl_direct_floats(int k)
  * packed W out to memory and reading it back. With `keep`, buf is instead where all the
  * panels are kept (the layout of Wp) for later products: the first step packs W_h as it
  * multiplies by it, reading W_h once for both. Either way the same kernel computes each
- * element over the whole k, so results are identical. Blocks never cross a group of BL_GROUP
- * panels (in the wide layout, a group); rev visits them last to first. pf (panels only): each block prefetches the next (bl_pf). */
+ * element over the whole k, so results are identical. Blocks never cross a range of BL_GROUP
+ * panels (in the wide layout, a group); rev visits them last to first. pf (panels only): each
+ * block prefetches the next (bl_pf). */
 static inline __attribute__((always_inline)) void
 bl_pgemm_panels_body(const int wide, int m, int n, int k, const float *A, size_t lda,
                      const float *Wp, int p0, int p1, float *C, size_t ldc, const float *W,

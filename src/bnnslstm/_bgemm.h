@@ -101,13 +101,14 @@ bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t 
                 const float *bp, float *C, size_t ldc, int add)
 {
     const int P = (n + BL_PANEL - 1) / BL_PANEL, per = bl_block_panels(wide, rows);
+    const size_t ps = bl_panel_step(kc);
     for (int p = 0; p < P;) {
         int e = bl_block_end(p, per, 0, P), nv = e - p, ks;
         if (wide && per == 3 && nv == 3 && bl_block_end(e, per, 0, P) - e == 1 && e % BL_GROUP)
             nv = 2;
         const int left = n - p * BL_PANEL;
         const float *w = bl_panel(bp, P, kc, p, &ks);
-        bl_pgemm_cols(wide, nv, rows, kc, a, la, w, ks, bl_panel_step(kc),
+        bl_pgemm_cols(wide, nv, rows, kc, a, la, w, ks, ps,
                       C + p * BL_PANEL, ldc, left < nv * BL_PANEL ? left : nv * BL_PANEL, add,
                       NULL, 0, 0);   /* prefetching the next panels measured no gain here */
         p += nv;

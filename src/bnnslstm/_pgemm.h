@@ -163,11 +163,22 @@ static inline void bl_pack_panels(int n, int k, const float *W, size_t ldw, floa
     bl_pack_range(P, 0, P, n, k, W, ldw, Wp);
 }
 
+/* dst[kk * ks + c] = src[kk * ldw + c] for c < width, kk < k: width is a constant at each call
+ * (a full group's row), so the copy of each row unrolls (with a memcpy call per piece, h512's
+ * backward spent 0.80 ms before its time loop, now 0.50). */
+static inline __attribute__((always_inline)) void
+bl_copy_rows(const int width, int k, float *restrict dst, int ks, const float *restrict src,
+             size_t ldw)
+{
+    for (int kk = 0; kk < k; kk++)
+        for (int c = 0; c < width; c++)
+            dst[(size_t)kk * ks + c] = src[kk * ldw + c];
+}
+
 /* The same panels from W^T: panel p, column c at kk holds W[kk][p*16 + c], for C += A @ W with
  * W [k x n] row-major (the backward's products with W_h and W_x); groups [q0, q1) of them. A
- * group's row at kk is a copy of 16 * BL_GROUP consecutive floats of W's row kk, of constant
- * size in full groups (with a memcpy call per piece, h512's backward spent 0.80 ms before its
- * time loop, now 0.50). */
+ * group's row at kk is a copy of consecutive floats of W's row kk (bl_copy_rows in full groups
+ * of either layout). */
 BL_CLONES
 static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp, int q0, int q1)
 {
@@ -178,13 +189,9 @@ static void bl_pack_groups_t(int n, int k, const float *W, size_t ldw, float *Wp
         const float *restrict src = W + g0 * BL_PANEL;
         const int cols = n - g0 * BL_PANEL;
         if (ks == BL_GROUP * BL_PANEL && cols >= ks) {
-            for (int kk = 0; kk < k; kk++)
-                for (int c = 0; c < BL_GROUP * BL_PANEL; c++)
-                    dst[(size_t)kk * ks + c] = src[kk * ldw + c];
+            bl_copy_rows(BL_GROUP * BL_PANEL, k, dst, ks, src, ldw);
         } else if (ks == BL_PANEL && cols >= ks) {
-            for (int kk = 0; kk < k; kk++)
-                for (int c = 0; c < BL_PANEL; c++)
-                    dst[(size_t)kk * ks + c] = src[kk * ldw + c];
+            bl_copy_rows(BL_PANEL, k, dst, ks, src, ldw);
         } else {
             for (int kk = 0; kk < k; kk++)
                 for (int c = 0; c < ks; c++)
@@ -239,8 +246,8 @@ static inline bl_pf bl_pf_share(const float *nx, int nks, int nnv, size_t ps, in
 
 /* One MR x (NV*16) block of C over the whole k: the accumulators stay in registers. Wp: the
  * block's first panel (bl_panel), the others following it ps floats apart (bl_panel_step), ks
- * floats from one k to the next. `cols` is the number of valid columns (< NV*16 only in the last block). MR and
- * NV are constants at every call site, so the loops unroll fully. */
+ * floats from one k to the next. `cols` is the number of valid columns (< NV*16 only in the
+ * last block). MR and NV are constants at every call site, so the loops unroll fully. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
                int ks, size_t ps, float *C, size_t ldc, int cols, int add, bl_pf pf)

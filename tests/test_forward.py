@@ -259,7 +259,7 @@ HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
 from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
 from bnnslstm._blas import _own_products
-from bnnslstm._forward import _helper_calls, _unit_splits
+from bnnslstm._forward import _helper_calls, _unit_moves, _unit_splits
 rng = np.random.default_rng(0)
 
 
@@ -293,6 +293,17 @@ for frozen, lengths in ((False, None), (True, None), (False, [9] * 10 + [4] * 10
     if frozen:
         lstm.freeze()
     assert one_then_two(lstm, x, lengths, _unit_splits) == 2, "the units were not split"
+# the threads claim each step's chunks (here 3, of 4, 4 and 3 panels): the results may not
+# depend on which thread took which; with an odd count one thread must take a chunk from the
+# other's half at some step of a few calls
+lstm, moved = bl.LSTM(40, 168, 2, seed=1), 0
+for _ in range(10):
+    before = _unit_moves()
+    assert one_then_two(lstm, x, None, _unit_splits) == 2
+    moved += _unit_moves() - before
+    if moved:
+        break
+assert moved, "no chunk moved between the threads"
 # training: the split forward (units, unidirectional) must keep the same cache, and the
 # backward's time loops split in batch rows (one per layer and direction), and its products
 # split in gates and dX's rows or columns on the two threads (on our kernel, or on OpenBLAS at 2

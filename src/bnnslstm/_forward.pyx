@@ -21,7 +21,7 @@ from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats, helper_start, helper_stop,
     online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
-    pgemm_units, run_parts, step_barrier,
+    claim, pgemm_units, run_parts, step_barrier,
 )
 from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
@@ -58,11 +58,13 @@ cdef extern from *:
     static atomic_ulong bl_helper_calls;   /* forward calls that ran the helper (tests) */
     static atomic_ulong bl_projection_chunks;  /* chunks the time loops projected (tests) */
     static atomic_ulong bl_unit_splits;        /* time loops split in units (tests) */
+    static atomic_ulong bl_unit_moves;  /* chunks a unit split's thread took from the other's half */
     """
     void count_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_helper_calls
     unsigned long bl_projection_chunks
     unsigned long bl_unit_splits
+    unsigned long bl_unit_moves
 
 def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
@@ -75,6 +77,10 @@ def _projection_chunks() -> int:
 def _unit_splits() -> int:
     """How many time loops so far two threads shared by units (tests)."""
     return bl_unit_splits
+
+def _unit_moves() -> int:
+    """How many chunks so far a unit split's thread took from the other's half (tests)."""
+    return bl_unit_moves
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
            bint helper, bint direct=False, bint rev=False, bint keep=False) -> None:
@@ -464,8 +470,9 @@ cdef void rows_task(void *arg, int part) noexcept nogil:
               NULL, False, r.x, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
 
 cdef struct Units:
-    # One thread's share of a direction's time loop in a unit split: panels [p0, p1) of every
-    # gate (the units [16 p0, 16 p1)) for all batch rows, the threads meeting after each step.
+    # A direction's time loop in a unit split: each step's units go in chunks (unit_chunk
+    # panels of every gate, the units [16 p0, 16 p1), for all batch rows), which the two
+    # threads claim one by one, meeting after each step.
     const LSTMPlan *p
     Workspace *w
     size_t d
@@ -474,37 +481,78 @@ cdef struct Units:
     float *pre
     float *cell
     atomic_ulong arrived
+    atomic_ulong tickets
 
-cdef void units_loop(Units *u, int part) noexcept nogil:
-    """The time loop of the default cell for this part's units: the products and the
-    elementwise pass of every step touch only them, except that each step's product reads
-    the whole h of the step before, so h alternates between w.h and w.h2 and both threads
-    finish a step before either starts the next."""
+cdef inline int unit_chunk(int P) noexcept nogil:
+    """Panels per chunk of a unit split's step, of P per gate: 8 chunks, of 4 panels at least
+    (at H = 256, chunks of 1 or 2 panels ran 1-2% slower than 4), never fewer than 2 chunks
+    (units_loop needs two)."""
+    return max(1, min(max(4, P // 8), P // 2))
+
+cdef void units_chunk(Units *u, size_t t, size_t tc, size_t nc, size_t n_end,
+                      const float *hin, float *hout, int p0, int p1, bint rev) noexcept nogil:
+    """Step t for units [16 p0, 16 p1): the projection of the chunk of steps starting here
+    (nc of them, from tc), the product with h (its gates last to first with rev), the
+    elementwise pass and the outputs."""
     cdef const LSTMPlan *p = u.p
     cdef Workspace *w = u.w
     cdef const Projection *x = u.x
-    cdef int H = <int>p.H, G = 4 * H, P = (H + 15) // 16
-    cdef int p0 = 0 if part == 0 else P // 2, p1 = P // 2 if part == 0 else P
-    cdef size_t S = p.S, N = p.N, d = u.d, step, nc, t, n, n_end, tc = 0
+    cdef int H = <int>p.H, G = 4 * H
+    cdef size_t N = p.N, n
     cdef size_t u0 = 16 * p0, u1 = min(p.H, <size_t>(16 * p1)), nu = u1 - u0
+    cdef float *g = w.gates + (t - tc) * N * G
+    if nc:                                                  # g = x W_x^T, next chunk
+        pgemm_units(<int>(nc * N), 4, H, x.in_w, x.x + tc * N * x.ldx, x.ldx, w.wxp, 0.0,
+                    w.gates, G, p0, p1, False)
+    if n_end > 0:                                           # g += h W_h^T, then the cell
+        pgemm_units(<int>n_end, 4, H, H, hin, H, w.whp, 1.0, g, G, p0, p1, rev)
+        cell_default_rows(n_end, p.H, u0, u1, g, w.w.bias, w.c, hout,
+                          u.pre + t * N * G if u.pre != NULL else NULL)
+    for n in range(n_end, N):               # padded: h keeps the last active step's (D5)
+        memcpy(hout + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
+    keep_step(p, w, hout, t, u.d, 0, N, n_end, u0, nu, u.yout, u.cell)
+
+cdef inline int chunk_at(int i, int Q, size_t step) noexcept nogil:
+    """The chunk at position i of step `step`'s order: part 0 claims positions 0, 1, ..., part 1
+    positions Q - 1, Q - 2, ..., so each starts on its half (chunks [0, Q/2) and [Q/2, Q))
+    and ends in the other's. Odd steps run each half the other way round, so that every step
+    starts on the panels the previous one left in L2."""
+    cdef int h = Q // 2
+    if (step & 1) == 0:
+        return i
+    return h - 1 - i if i < h else Q - 1 + h - i
+
+cdef void units_loop(Units *u, int part) noexcept nogil:
+    """The time loop of the default cell, one thread's share. Each step's product reads the
+    whole h of the step before, so h alternates between w.h and w.h2 and both threads finish
+    a step before either starts the next; within a step, every chunk touches only its units.
+    The chunks are claimed, not dealt (chunk_at): both threads keep their own half, and its
+    weights in L2, step after step, unless one runs slower (on a core shared with another
+    process, an even split made every step wait for that core: 2 threads ran slower than 1)."""
+    cdef const LSTMPlan *p = u.p
+    cdef Workspace *w = u.w
+    cdef int P = (<int>p.H + 15) // 16
+    cdef int C = unit_chunk(P), Q = (P + C - 1) // C, j, taken
+    cdef int p0 = 0 if part == 0 else P // 2, p1 = P // 2 if part == 0 else P
+    cdef size_t S = p.S, N = p.N, d = u.d, step, nc, t, n, tc = 0
+    cdef size_t u0 = 16 * p0, nu = min(p.H, <size_t>(16 * p1)) - u0
+    cdef unsigned long ticket = claim(&u.tickets)
     cdef float *hin = w.h
     cdef float *hout = w.h2
-    cdef float *g
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
-        nc = chunk_steps(p, x, d, step, &tc)
-        if nc:                                              # g = x W_x^T, next chunk
-            pgemm_units(<int>(nc * N), 4, H, x.in_w, x.x + tc * N * x.ldx, x.ldx, w.wxp, 0.0,
-                        w.gates, G, p0, p1, False)
-        n_end = batch_at(p, t)                              # D5: active samples are [0, nt)
-        g = w.gates + (t - tc) * N * G
-        if n_end > 0:                                       # g += h W_h^T, then the cell
-            pgemm_units(<int>n_end, 4, H, H, hin, H, w.whp, 1.0, g, G, p0, p1, step & 1)
-            cell_default_rows(n_end, p.H, u0, u1, g, w.w.bias, w.c, hout,
-                              u.pre + t * N * G if u.pre != NULL else NULL)
-        for n in range(n_end, N):           # padded: h keeps the last active step's (D5)
-            memcpy(hout + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
-        keep_step(p, w, hout, t, d, 0, N, n_end, u0, nu, u.yout, u.cell)
+        nc = chunk_steps(p, u.x, d, step, &tc)
+        taken = 0
+        # Step s's tickets are [s Q, (s + 1) Q). A ticket past them is the next step's (each
+        # thread takes one at most before the barrier, and Q >= 2): it is kept for it.
+        while ticket < (step + 1) * Q:
+            j = chunk_at(taken if part == 0 else Q - 1 - taken, Q, step)
+            taken += 1
+            units_chunk(u, t, tc, nc, batch_at(p, t), hin, hout, j * C, min(P, (j + 1) * C),
+                        (step & 1) ^ part)
+            ticket = claim(&u.tickets)
+        if taken > (Q // 2 if part == 0 else Q - Q // 2):
+            count_call(&bl_unit_moves, taken - (Q // 2 if part == 0 else Q - Q // 2))
         step_barrier(&u.arrived, 2 * (step + 1))
         hin, hout = hout, hin
     if hin != w.h:                  # the last step's h, where store_state reads it
@@ -562,7 +610,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         keep_initial(p, w, d, yout, cell)
     if split_units:
         units.p, units.w, units.d, units.x = p, w, d, &x
-        units.yout, units.pre, units.cell, units.arrived = yout, pre, cell, 0
+        units.yout, units.pre, units.cell, units.arrived, units.tickets = yout, pre, cell, 0, 0
         run_parts(w.helper, units_task, &units)
         count_call(&bl_unit_splits, 1)
     elif split_rows:

@@ -16,6 +16,7 @@ cdef extern from "_helper.h" nogil:
     long online_cpus "bl_online_cpus"()
     ctypedef unsigned long atomic_ulong
     void step_barrier "bl_step_barrier"(atomic_ulong *arrived, unsigned long target)
+    unsigned long claim "bl_claim"(atomic_ulong *tickets)
 
 cdef extern from "_pgemm.h" nogil:
     ctypedef struct bl_pgemm_job:

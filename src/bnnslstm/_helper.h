@@ -128,6 +128,14 @@ static inline void bl_step_barrier(atomic_ulong *arrived, unsigned long target)
         bl_relax(spins++);
 }
 
+/* The next ticket of a unit split's claims (units_loop): tickets only grow. Relaxed: the
+ * threads pass their chunks' results to each other through bl_step_barrier, never through a
+ * claim. */
+static inline unsigned long bl_claim(atomic_ulong *tickets)
+{
+    return atomic_fetch_add_explicit(tickets, 1, memory_order_relaxed);
+}
+
 /* Worker threads "0 = automatic" means: the online CPUs. */
 static inline long bl_online_cpus(void)
 {

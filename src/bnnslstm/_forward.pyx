@@ -533,8 +533,9 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
     cdef Workspace *w = u.w
     cdef int P = (<int>p.H + 15) // 16
     cdef int C = unit_chunk(P), Q = (P + C - 1) // C, j, taken
+    cdef int home = Q // 2 if part == 0 else Q - Q // 2   # this part's chunks of an even split
     cdef int p0 = 0 if part == 0 else P // 2, p1 = P // 2 if part == 0 else P
-    cdef size_t S = p.S, N = p.N, d = u.d, step, nc, t, n, tc = 0
+    cdef size_t S = p.S, N = p.N, d = u.d, step, nc, t, n, n_end, tc = 0
     cdef size_t u0 = 16 * p0, nu = min(p.H, <size_t>(16 * p1)) - u0
     cdef unsigned long ticket = claim(&u.tickets)
     cdef float *hin = w.h
@@ -542,17 +543,18 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
         nc = chunk_steps(p, u.x, d, step, &tc)
+        n_end = batch_at(p, t)                              # D5: active samples are [0, nt)
         taken = 0
         # Step s's tickets are [s Q, (s + 1) Q). A ticket past them is the next step's (each
         # thread takes one at most before the barrier, and Q >= 2): it is kept for it.
         while ticket < (step + 1) * Q:
             j = chunk_at(taken if part == 0 else Q - 1 - taken, Q, step)
             taken += 1
-            units_chunk(u, t, tc, nc, batch_at(p, t), hin, hout, j * C, min(P, (j + 1) * C),
+            units_chunk(u, t, tc, nc, n_end, hin, hout, j * C, min(P, (j + 1) * C),
                         (step & 1) ^ part)
             ticket = claim(&u.tickets)
-        if taken > (Q // 2 if part == 0 else Q - Q // 2):
-            count_call(&bl_unit_moves, taken - (Q // 2 if part == 0 else Q - Q // 2))
+        if taken > home:
+            count_call(&bl_unit_moves, taken - home)
         step_barrier(&u.arrived, 2 * (step + 1))
         hin, hout = hout, hin
     if hin != w.h:                  # the last step's h, where store_state reads it

@@ -38,8 +38,11 @@ def test_every_function_against_reference(fn):
 
 @pytest.mark.parametrize("fn", sorted(ref.ACTIVATIONS))
 def test_nan_propagates(fn):
-    out = kernel(fn, 0.7, 0.3, np.array([np.nan, 1.0], np.float32))
-    assert np.isnan(out[0])
+    # a short row (the scalar tail) and a long one (the vectorized loop), NaN at odd positions
+    for n in (2, 37):
+        x = np.where(np.arange(n) % 2, np.float32(np.nan), np.float32(1.0))
+        out = kernel(fn, 0.7, 0.3, x)
+        assert np.isnan(out[1::2]).all() and not np.isnan(out[::2]).any()
 
 
 def test_saturation_and_infinities():

@@ -16,10 +16,11 @@
 #include "_isa.h"
 
 /* exp(x): Cephes expf (Cody-Waite reduction, degree-6 polynomial), relative error < 2e-7.
- * Clamped to [-87.3, 88] so that 2^n stays a normal float. */
+ * Clamped to [-87.3, 88] so that 2^n stays a normal float. A NaN passes the clamps and makes
+ * y NaN, and y * scale is then NaN whatever the scale: no select is needed for it (one cost
+ * 9% of the forward's elementwise pass: 8.4 -> 7.7 ns per unit, 64 x 256, Zen 1). */
 static inline float bl_expf(float x)
 {
-    float x0 = x;
     x = x > 88.0f ? 88.0f : x;
     x = x < -87.33654f ? -87.33654f : x;
     /* n = round(x / ln 2) without a branch: adding 1.5 * 2^23 rounds to an integer */
@@ -38,7 +39,7 @@ static inline float bl_expf(float x)
     uint32_t bits = (uint32_t)(n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return x0 != x0 ? x0 : y * scale;
+    return y * scale;
 }
 
 /* tanh(x): odd rational approximation (13/6), the form Eigen uses; |error| ~ 1 ulp. */

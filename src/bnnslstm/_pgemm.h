@@ -569,7 +569,9 @@ static inline void bl_pgemm_panels(int wide, int m, int n, int k, const float *A
  * (512 KiB L2; GFLOP/s of the product alone, without -> with): from 1 MiB at 16 rows and more
  * (m = 64: 1 MiB 37.6 -> 38.6, 4 MiB 36.4 -> 38.5, 16 MiB 35.0 -> 38.3; m = 16, 4 MiB 32.8 ->
  * 36.8), and past 8 MiB at 2 rows and more (m = 4, 16 MiB: 12.4 -> 15.0; the forward of h1024
- * b4 84-89 -> 71-73 ms), where at 4 MiB it lost (m = 4: 36 -> 28.5). */
+ * b4 84-89 -> 71-73 ms), where at 4 MiB it lost (m = 4: 36 -> 28.5). Below 4 MiB, from 32 rows:
+ * at 16 rows and 1 MiB (stack2's W_h) it lost (38.3-38.6 -> 36.9-37.3, best of 20; stack2's
+ * forward at 1 thread 1% faster without). */
 #define BL_PF_MIN_BYTES ((size_t)8 << 20)
 #define BL_PF_MIN_BYTES_NARROW ((size_t)1 << 20)
 
@@ -578,7 +580,9 @@ static inline int bl_pf_wanted(int m, int n, int k)
     const size_t bytes = (size_t)n * (size_t)k * sizeof(float);
     if (bl_isa_wide())
         return m >= 16 && bytes > BL_PF_MIN_BYTES;
-    return bytes > BL_PF_MIN_BYTES ? m >= 2 : m >= 16 && bytes >= BL_PF_MIN_BYTES_NARROW;
+    return bytes > BL_PF_MIN_BYTES ? m >= 2
+                                   : m >= (bytes >= 4 * BL_PF_MIN_BYTES_NARROW ? 16 : 32)
+                                         && bytes >= BL_PF_MIN_BYTES_NARROW;
 }
 
 /* Gate-blocked form: W is `gates` blocks of H rows ([gates*H x k], row stride ldw), each gate

@@ -17,8 +17,9 @@
 
 /* exp(x): Cephes expf (Cody-Waite reduction, degree-6 polynomial), relative error < 2e-7.
  * Clamped to [-87.3, 88] so that 2^n stays a normal float. A NaN passes the clamps and makes
- * y NaN, and y * scale is then NaN whatever the scale: no select is needed for it (one cost
- * 9% of the forward's elementwise pass: 8.4 -> 7.7 ns per unit, 64 x 256, Zen 1). */
+ * y NaN, and y * scale is then NaN whatever the scale: no select is needed for it (dropping
+ * the select made the forward's elementwise pass 9% faster: 8.4 -> 7.7 ns per unit, 64 x 256,
+ * Zen 1). */
 static inline float bl_expf(float x)
 {
     x = x > 88.0f ? 88.0f : x;

@@ -543,7 +543,7 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
     for step in range(S):                                   # the time loop
         t = step if d == 0 else S - 1 - step
         nc = chunk_steps(p, u.x, d, step, &tc)
-        n_end = batch_at(p, t)                              # D5: active samples are [0, nt)
+        n_end = batch_at(p, t)                              # D5: active samples [0, n_end)
         taken = 0
         # Step s's tickets are [s Q, (s + 1) Q). A ticket past them is the next step's (each
         # thread takes one at most before the barrier, and Q >= 2): it is kept for it.

@@ -574,15 +574,18 @@ static inline void bl_pgemm_panels(int wide, int m, int n, int k, const float *A
  * forward at 1 thread 1% faster without). */
 #define BL_PF_MIN_BYTES ((size_t)8 << 20)
 #define BL_PF_MIN_BYTES_NARROW ((size_t)1 << 20)
+#define BL_PF_16_ROWS_BYTES_NARROW ((size_t)4 << 20)    /* below it, from 32 rows */
 
 static inline int bl_pf_wanted(int m, int n, int k)
 {
     const size_t bytes = (size_t)n * (size_t)k * sizeof(float);
     if (bl_isa_wide())
         return m >= 16 && bytes > BL_PF_MIN_BYTES;
-    return bytes > BL_PF_MIN_BYTES ? m >= 2
-                                   : m >= (bytes >= 4 * BL_PF_MIN_BYTES_NARROW ? 16 : 32)
-                                         && bytes >= BL_PF_MIN_BYTES_NARROW;
+    if (bytes > BL_PF_MIN_BYTES)
+        return m >= 2;
+    if (bytes < BL_PF_MIN_BYTES_NARROW)
+        return 0;
+    return m >= (bytes < BL_PF_16_ROWS_BYTES_NARROW ? 32 : 16);
 }
 
 /* Gate-blocked form: W is `gates` blocks of H rows ([gates*H x k], row stride ldw), each gate

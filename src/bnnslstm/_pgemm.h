@@ -121,8 +121,8 @@ static inline __attribute__((always_inline)) void bl_transpose8(bl_v8 r[8])
  * insert), so that only in-lane shuffles remain, where bl_transpose8's lane-crossing stage
  * costs 8 micro-ops a vector on a Zen 1: 1 MiB of weights in cache packed in 45-56 us instead
  * of 62-75 (4 MiB, beyond the caches, the same: memory bound); a one-step forward at H = 512
- * took 1.06-1.24 ms instead of 1.19-1.48 (N = 1). gcc before 12 has no __builtin_shufflevector: it
- * keeps bl_transpose8. */
+ * took 1.06-1.24 ms instead of 1.19-1.48 (N = 1). gcc before 12 has no __builtin_shufflevector:
+ * it keeps bl_transpose8. */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 typedef float bl_v4 __attribute__((vector_size(16)));
 typedef float bl_v4u __attribute__((vector_size(16), aligned(4)));

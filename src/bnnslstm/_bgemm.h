@@ -76,12 +76,7 @@ bl_transpose_block(const int wide, int rows, int kc, const float *A, size_t lda,
                 for (int c = 0; c < BL_PANEL; c++)
                     *(bl_v16u *)(T + (size_t)(r0 + c) * kc + k0) = t[c];
             } else {
-                bl_v8 t[8];
-                for (int c = 0; c < 8; c++)
-                    t[c] = *(const bl_v8u *)(A + (size_t)(k0 + c) * lda + r0);
-                bl_transpose8(t);
-                for (int c = 0; c < 8; c++)
-                    *(bl_v8u *)(T + (size_t)(r0 + c) * kc + k0) = t[c];
+                bl_tile8(A + (size_t)k0 * lda + r0, lda, T + (size_t)r0 * kc + k0, kc);
             }
         }
         for (; k0 < kc; k0++)

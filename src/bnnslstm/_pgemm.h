@@ -101,28 +101,14 @@ static inline __attribute__((always_inline)) void bl_transpose16(bl_v16 r[16])
     BL_STAGE(bl_v16, bl_i16, 16, 1, BL_LO1, BL_HI1)
 }
 
-/* The same in 3 stages for 8 x 8 (AVX2). */
-#define BL8_LO4 0, 1, 2, 3, 8, 9, 10, 11
-#define BL8_HI4 4, 5, 6, 7, 12, 13, 14, 15
-#define BL8_LO2 0, 1, 8, 9, 4, 5, 12, 13
-#define BL8_HI2 2, 3, 10, 11, 6, 7, 14, 15
-#define BL8_LO1 0, 8, 2, 10, 4, 12, 6, 14
-#define BL8_HI1 1, 9, 3, 11, 5, 13, 7, 15
-
-static inline __attribute__((always_inline)) void bl_transpose8(bl_v8 r[8])
-{
-    BL_STAGE(bl_v8, bl_i8, 8, 4, BL8_LO4, BL8_HI4)
-    BL_STAGE(bl_v8, bl_i8, 8, 2, BL8_LO2, BL8_HI2)
-    BL_STAGE(bl_v8, bl_i8, 8, 1, BL8_LO1, BL8_HI1)
-}
-
 /* An 8 x 8 tile (8 rows of src, row stride ldw, 8 floats each) transposed into dst[kk * ks + c],
- * kk, c < 8. Each vector is loaded as two halves, rows c and c + 4 (a 128-bit load and an
- * insert), so that only in-lane shuffles remain, where bl_transpose8's lane-crossing stage
- * costs 8 micro-ops a vector on a Zen 1: 1 MiB of weights in cache packed in 45-56 us instead
- * of 62-75 (4 MiB, beyond the caches, the same: memory bound); a one-step forward at H = 512
- * took 1.06-1.24 ms instead of 1.19-1.48 (N = 1). gcc before 12 has no __builtin_shufflevector:
- * it keeps bl_transpose8. */
+ * kk, c < 8 (the narrow blocking's pack, and the backward's transposed blocks, _bgemm.h).
+ * Each vector is loaded as two halves, rows c and c + 4 (a 128-bit load and an insert), so
+ * that only in-lane shuffles remain, where a 3-stage transpose's lane-crossing stage costs 8
+ * micro-ops a vector on a Zen 1: 1 MiB of weights in cache packed in 45-56 us instead of 62-75
+ * (4 MiB, beyond the caches, the same: memory bound); a one-step forward at H = 512 took
+ * 1.06-1.24 ms instead of 1.19-1.48 (N = 1). gcc before 12 has no __builtin_shufflevector: it
+ * keeps the 3-stage transpose (bl_transpose8). */
 #if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
 typedef float bl_v4 __attribute__((vector_size(16)));
 typedef float bl_v4u __attribute__((vector_size(16), aligned(4)));
@@ -142,13 +128,27 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
         const bl_v8 b = BL_SHUF(bl_i8, t[q + 2], t[q + 3], 0, 8, 1, 9, 4, 12, 5, 13);
         const bl_v8 c = BL_SHUF(bl_i8, t[q], t[q + 1], 2, 10, 3, 11, 6, 14, 7, 15);
         const bl_v8 d = BL_SHUF(bl_i8, t[q + 2], t[q + 3], 2, 10, 3, 11, 6, 14, 7, 15);
-        *(bl_v8 *)(dst + (size_t)q * ks) = BL_SHUF(bl_i8, a, b, 0, 1, 8, 9, 4, 5, 12, 13);
-        *(bl_v8 *)(dst + (size_t)(q + 1) * ks) = BL_SHUF(bl_i8, a, b, 2, 3, 10, 11, 6, 7, 14, 15);
-        *(bl_v8 *)(dst + (size_t)(q + 2) * ks) = BL_SHUF(bl_i8, c, d, 0, 1, 8, 9, 4, 5, 12, 13);
-        *(bl_v8 *)(dst + (size_t)(q + 3) * ks) = BL_SHUF(bl_i8, c, d, 2, 3, 10, 11, 6, 7, 14, 15);
+        *(bl_v8u *)(dst + (size_t)q * ks) = BL_SHUF(bl_i8, a, b, 0, 1, 8, 9, 4, 5, 12, 13);
+        *(bl_v8u *)(dst + (size_t)(q + 1) * ks) = BL_SHUF(bl_i8, a, b, 2, 3, 10, 11, 6, 7, 14, 15);
+        *(bl_v8u *)(dst + (size_t)(q + 2) * ks) = BL_SHUF(bl_i8, c, d, 0, 1, 8, 9, 4, 5, 12, 13);
+        *(bl_v8u *)(dst + (size_t)(q + 3) * ks) = BL_SHUF(bl_i8, c, d, 2, 3, 10, 11, 6, 7, 14, 15);
     }
 }
 #else
+#define BL8_LO4 0, 1, 2, 3, 8, 9, 10, 11
+#define BL8_HI4 4, 5, 6, 7, 12, 13, 14, 15
+#define BL8_LO2 0, 1, 8, 9, 4, 5, 12, 13
+#define BL8_HI2 2, 3, 10, 11, 6, 7, 14, 15
+#define BL8_LO1 0, 8, 2, 10, 4, 12, 6, 14
+#define BL8_HI1 1, 9, 3, 11, 5, 13, 7, 15
+
+static inline __attribute__((always_inline)) void bl_transpose8(bl_v8 r[8])
+{
+    BL_STAGE(bl_v8, bl_i8, 8, 4, BL8_LO4, BL8_HI4)
+    BL_STAGE(bl_v8, bl_i8, 8, 2, BL8_LO2, BL8_HI2)
+    BL_STAGE(bl_v8, bl_i8, 8, 1, BL8_LO1, BL8_HI1)
+}
+
 static inline __attribute__((always_inline)) void
 bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
 {
@@ -157,7 +157,7 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
         t[c] = *(const bl_v8u *)(src + c * ldw);
     bl_transpose8(t);
     for (int kk = 0; kk < 8; kk++)
-        *(bl_v8 *)(dst + (size_t)kk * ks) = t[kk];
+        *(bl_v8u *)(dst + (size_t)kk * ks) = t[kk];
 }
 #endif
 

@@ -45,6 +45,11 @@ cdef extern from "_cellgrad.h" nogil:
                                                   const float *cell, const float *cprev,
                                                   const float *dy, size_t ldy,
                                                   const float *dh_next, float *dc, float *da)
+    int grad_default_rows_on "bl_grad_default_rows_on"(int avx2, size_t rows, size_t H,
+                                                        const float *pre, const float *cell,
+                                                        const float *cprev, const float *dy,
+                                                        size_t ldy, const float *dh_next,
+                                                        float *dc, float *da)
     void add_rows "bl_add_rows"(size_t rows, size_t n, const float *a, size_t lda, float *acc)
 
 cdef extern from *:
@@ -107,6 +112,25 @@ def _helper_products() -> int:
     """How many (layer, direction)s so far ran their whole-sequence products on our two
     threads, the BLAS single-threaded (tests)."""
     return bl_backward_helper_products
+
+def _grad_pass(float[:, ::1] pre, float[:, ::1] cell, float[:, ::1] cprev, float[:, ::1] dy,
+               float[:, ::1] dh_next, float[:, ::1] dc, float[:, ::1] da, bint avx2) -> None:
+    """The default cell's backward pass over every row (pre, da [N][4H]; the others [N][H];
+    dc updated in place): the AVX2 pass or the C clones' (tests)."""
+    cdef size_t N = pre.shape[0], H = cell.shape[1]
+    if cprev.shape[1] != H or dy.shape[1] != H or dh_next.shape[1] != H or dc.shape[1] != H \
+            or min(cell.shape[0], cprev.shape[0], dy.shape[0], dh_next.shape[0],
+                   dc.shape[0]) != N \
+            or max(cell.shape[0], cprev.shape[0], dy.shape[0], dh_next.shape[0],
+                   dc.shape[0]) != N \
+            or pre.shape[1] != 4 * H or da.shape[0] != N or da.shape[1] != 4 * H or N == 0 or H == 0:
+        raise ValueError("shapes do not match")
+    cdef int rc
+    with nogil:
+        rc = grad_default_rows_on(avx2, N, H, &pre[0, 0], &cell[0, 0], &cprev[0, 0], &dy[0, 0],
+                                  H, &dh_next[0, 0], &dc[0, 0], &da[0, 0])
+    if rc:
+        raise RuntimeError("no AVX2 passes in this build or on this CPU")
 
 def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add, int c0=0,
            int c1=-1) -> None:

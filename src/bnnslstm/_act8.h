@@ -10,7 +10,9 @@
 #ifndef BNNSLSTM_ACT8_H
 #define BNNSLSTM_ACT8_H
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* Built where the C passes are gcc's per-ISA clones (_isa.h), whose results these repeat
+ * (another compiler may fold and contract the C forms otherwise). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
 #define BL_HAVE_AVX2_PASSES 1
 
 #include <immintrin.h>

@@ -118,12 +118,10 @@ def _grad_pass(float[:, ::1] pre, float[:, ::1] cell, float[:, ::1] cprev, float
     """The default cell's backward pass over every row (pre, da [N][4H]; the others [N][H];
     dc updated in place): the AVX2 pass or the C clones' (tests)."""
     cdef size_t N = pre.shape[0], H = cell.shape[1]
-    if cprev.shape[1] != H or dy.shape[1] != H or dh_next.shape[1] != H or dc.shape[1] != H \
-            or min(cell.shape[0], cprev.shape[0], dy.shape[0], dh_next.shape[0],
-                   dc.shape[0]) != N \
-            or max(cell.shape[0], cprev.shape[0], dy.shape[0], dh_next.shape[0],
-                   dc.shape[0]) != N \
-            or pre.shape[1] != 4 * H or da.shape[0] != N or da.shape[1] != 4 * H or N == 0 or H == 0:
+    if (cell.shape[0], cprev.shape[0], dy.shape[0], dh_next.shape[0], dc.shape[0]) != (N,) * 5 \
+            or (cprev.shape[1], dy.shape[1], dh_next.shape[1], dc.shape[1]) != (H,) * 4 \
+            or pre.shape[1] != 4 * H or da.shape[0] != N or da.shape[1] != 4 * H or N == 0 \
+            or H == 0:
         raise ValueError("shapes do not match")
     cdef int rc
     with nogil:

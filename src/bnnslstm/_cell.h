@@ -4,11 +4,11 @@
  * clones: the general pass in _forward.pyx sweeps each row seven times (bias, four
  * activations, cell update, output), partly in scalar SSE code, and was about 10% of a
  * stacked bidirectional forward. The arithmetic is the general pass's: the same bl_sigmoidf
- * and bl_tanhf, c = f * c + i * g, h = o * tanh(c). On AVX2 CPUs without AVX-512 the same
- * pass runs in intrinsics (bl_cell_default_rows_avx2), with the same results; there every
- * unit also takes the same instructions wherever it lies in the row, where gcc's clones
- * finish a row that is not a whole number of vectors in scalar code, which may contract
- * c = f * c + i * g the other way (1 ulp apart). */
+ * and bl_tanhf, c = f * c + i * g, h = o * tanh(c). On AVX2 CPUs without AVX-512 (gcc
+ * builds for x86-64 Linux) the same pass runs in intrinsics (bl_cell_default_rows_avx2),
+ * with the same results; there every unit also takes the same instructions wherever it
+ * lies in the row, where gcc's clones finish a row that is not a whole number of vectors in
+ * scalar code, which may contract c = f * c + i * g the other way (1 ulp apart). */
 #ifndef BNNSLSTM_CELL_H
 #define BNNSLSTM_CELL_H
 

@@ -31,11 +31,11 @@ def inputs(rng: np.random.Generator, shape: tuple, scale: float) -> np.ndarray:
     return x
 
 
-def forward(g, bias, c, avx2: bool, u0: int = 0, u1: int | None = None):
+def forward(g, bias, c, avx2: bool, u0: int = 0, u1: int | None = None, keep: bool = True):
     c = c.copy()
     h = np.full_like(c, -7.0)
     pre = np.full_like(g, -7.0)
-    _cell_pass(g, bias, c, h, pre, u0, c.shape[1] if u1 is None else u1, avx2, True)
+    _cell_pass(g, bias, c, h, pre, u0, c.shape[1] if u1 is None else u1, avx2, keep)
     return c, h, pre
 
 
@@ -63,6 +63,11 @@ def test_forward_pass_matches_c(rng, H, scale):
     bias = inputs(rng, (4 * H,), 1.0)
     for a, b in zip(forward(g, bias, c, True), forward(g, bias, c, False), strict=True):
         assert same(a, b)
+    # inference (no pre-activations kept): the same c and h, pre left alone
+    for avx2 in (True, False):
+        c1, h1, pre1 = forward(g, bias, c, avx2, keep=False)
+        assert same(c1, forward(g, bias, c, avx2)[0]) and same(h1, forward(g, bias, c, avx2)[1])
+        assert (pre1 == -7).all()
 
 
 @needs_avx2

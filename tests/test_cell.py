@@ -66,7 +66,8 @@ def test_forward_pass_matches_c(rng, H, scale):
     # inference (no pre-activations kept): the same c and h, pre left alone
     for avx2 in (True, False):
         c1, h1, pre1 = forward(g, bias, c, avx2, keep=False)
-        assert same(c1, forward(g, bias, c, avx2)[0]) and same(h1, forward(g, bias, c, avx2)[1])
+        c2, h2, _ = forward(g, bias, c, avx2)
+        assert same(c1, c2) and same(h1, h2)
         assert (pre1 == -7).all()
 
 

@@ -259,7 +259,7 @@ HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
 from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
 from bnnslstm._blas import _own_products
-from bnnslstm._forward import _helper_calls, _unit_moves, _unit_splits
+from bnnslstm._forward import _helper_calls, _row_splits, _unit_moves, _unit_splits
 rng = np.random.default_rng(0)
 
 
@@ -304,11 +304,19 @@ for _ in range(10):
     if moved:
         break
 assert moved, "no chunk moved between the threads"
-# training: the split forward (units, unidirectional) must keep the same cache, and the
-# backward's time loops split in batch rows (one per layer and direction), and its products
-# split in gates and dX's rows or columns on the two threads (on our kernel, or on OpenBLAS at 2
-# threads or fewer), must give the same gradients; with 21 rows dX is a product after the time
-# loop, with 40 the loop's threads compute it
+# from 32 rows with W_h of 1 MiB or less (here 441 KiB) the batch rows are split instead,
+# unless that rule is off; either way the results of one thread
+x = rng.standard_normal((9, 40, 40)).astype(np.float32)
+lstm = bl.LSTM(40, 168, 2, seed=1)
+assert one_then_two(lstm, x, [9] * 20 + [4] * 19 + [1], _row_splits) == 2, "rows not split"
+_row_splits(False)
+assert one_then_two(lstm, x, None, _unit_splits) == 2, "the rule is still on"
+_row_splits(True)
+# training: the split forward (units at 21 rows, rows at 40; unidirectional) must keep the
+# same cache, and the backward's time loops split in batch rows (one per layer and
+# direction), and its products split in gates and dX's rows or columns on the two threads (on
+# our kernel, or on OpenBLAS at 2 threads or fewer), must give the same gradients; with 21
+# rows dX is a product after the time loop, with 40 the loop's threads compute it
 for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
     dy = rng.standard_normal((9, n, (1 + bidir) * 168)).astype(np.float32)
@@ -316,9 +324,11 @@ for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
     for threads in (1, 2):
         lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
         lstm.n_threads = threads
-        before_units = _unit_splits()
+        before_units, before_rows = _unit_splits(), _row_splits()
         y, _ = lstm.forward(x, lengths=[9] * (n // 2) + [4] * (n - n // 2), training=True)
-        assert _unit_splits() - before_units == (2 if threads == 2 and not bidir else 0)
+        split = threads == 2 and not bidir
+        assert _unit_splits() - before_units == (2 if split and n < 32 else 0)
+        assert _row_splits() - before_rows == (2 if split and n >= 32 else 0)
         before, before_products = _helper_loops(), _helper_products()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
         assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)

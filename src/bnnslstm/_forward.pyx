@@ -56,6 +56,13 @@ cdef enum:
     # ... each chunk reading about this much of x (1 to 2 steps at N = 64; 64 KiB to 1 MiB
     # measured within 2%)
     PROJ_CHUNK_X_BYTES = 128 << 10
+    # A unit split hands h between the threads at every step; a row split hands nothing over
+    # but has each thread stream all of W_h. With W_h this small and 16 rows or more a thread,
+    # the rows ran as fast or faster on the Zen 1 (2 threads, forward, a 125 ms pause before
+    # each call as in the benchmark: H = 256, N = 32, 64, 128: 5%, 0-6%, 6.5% faster; H = 128,
+    # N = 32: 7%; training steps 1.5-5%); the units stay faster where W_h streams from memory
+    # at few rows (H = 512, N = 16: 4.5%; H = 1024: 8%), and equal at H >= 512, N >= 32
+    ROWS_MAX_WH_BYTES = 1 << 20
 
 cdef extern from *:
     """
@@ -64,12 +71,16 @@ cdef extern from *:
     static atomic_ulong bl_projection_chunks;  /* chunks the time loops projected (tests) */
     static atomic_ulong bl_unit_splits;        /* time loops split in units (tests) */
     static atomic_ulong bl_unit_moves;  /* chunks a unit split's thread took from the other's half */
+    static atomic_ulong bl_row_splits;  /* time loops split in batch rows (tests) */
+    static int bl_rows_rule_off;   /* tests and A/B timing: unit splits where rows_better */
     """
     void count_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_helper_calls
     unsigned long bl_projection_chunks
     unsigned long bl_unit_splits
     unsigned long bl_unit_moves
+    unsigned long bl_row_splits
+    int bl_rows_rule_off
 
 def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
@@ -86,6 +97,15 @@ def _unit_splits() -> int:
 def _unit_moves() -> int:
     """How many chunks so far a unit split's thread took from the other's half (tests)."""
     return bl_unit_moves
+
+def _row_splits(rows_rule: bool | None = None) -> int:
+    """How many time loops so far two threads shared by batch rows (tests); rows_rule: turn
+    rows_better on or off (off: the default cell's loops split in units wherever they may;
+    tests, A/B timing)."""
+    global bl_rows_rule_off
+    if rows_rule is not None:
+        bl_rows_rule_off = not rows_rule
+    return bl_row_splits
 
 def _avx2_passes() -> bool:
     """Do the default cell's passes run in AVX2 intrinsics on this CPU (tests)?"""
@@ -182,11 +202,18 @@ cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     with its own packed weights, gates and state), else 1."""
     return 2 if p.D == 2 and use_helper(p) else 1
 
+cdef bint rows_better(const LSTMPlan *p) noexcept nogil:
+    """Would a row split beat a unit split: 16 rows or more a thread, W_h of
+    ROWS_MAX_WH_BYTES or less?"""
+    return not bl_rows_rule_off and p.N >= 4 * SPLIT_MIN_ROWS \
+        and 16 * p.H * p.H <= ROWS_MAX_WH_BYTES
+
 cdef bint units_split(const LSTMPlan *p) noexcept nogil:
     """Do two threads share each time loop by units (units_loop)? The default cell, one
-    direction at a time, 16 rows or more, and a panel of every gate for each thread."""
+    direction at a time, 16 rows or more, a panel of every gate for each thread, and not
+    where the rows are better."""
     return use_helper(p) and direction_lanes(p) == 1 and p.N >= 2 * SPLIT_MIN_ROWS \
-        and p.S > 1 and default_cell(p) and p.H >= 32
+        and p.S > 1 and default_cell(p) and p.H >= 32 and not rows_better(p)
 
 cdef size_t widest_input(const LSTMPlan *p) noexcept nogil:
     """The widest layer input: x's I, or D*H for layers >= 1 (D2)."""
@@ -602,10 +629,10 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     # the first step packs it, unless no sample is active then (reverse direction, D5). A
     # single step (streaming inference) keeps no panels: W_h is read once, as W_x is.
     cdef bint split_rows = w.helper != NULL and p.N >= 2 * SPLIT_MIN_ROWS and p.S > 1
-    # The default cell splits the units instead: each thread reads half of W_x and W_h, which
-    # at H = 256 then stay in its L2 (db_train_h256_b64_t150's forward at 2 threads: 30.1 ->
-    # 28.4 ms; 4-6% over 6-8 alternating rounds; h512, h1024 and the training forward within
-    # noise)
+    # The default cell splits the units instead (unless rows_better): each thread reads half of
+    # W_x and W_h, which on the Zen 5 machine stayed in its L2 at H = 256 (db_train_h256_b64_t150's
+    # forward at 2 threads: 30.1 -> 28.4 ms; 4-6% over 6-8 alternating rounds; h512, h1024 and
+    # the training forward within noise)
     cdef bint split_units = w.helper != NULL and units_split(p)
     cdef bint frozen = p.frozen != NULL
     cdef bint pack_first = not split_rows and not frozen \
@@ -648,6 +675,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         rows.x = &x
         rows.split = p.N // 2
         run_parts(w.helper, rows_task, &rows)
+        count_call(&bl_row_splits, 1)
     else:
         time_loop(p, w, d, 0, p.N, w.helper, pack_first, &x, w.tmp, yout, pre, cell)
     store_state(&p.hn, l, d, p.N, p.H, w.h, False)

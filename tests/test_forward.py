@@ -305,19 +305,30 @@ for _ in range(10):
         break
 assert moved, "no chunk moved between the threads"
 # from 32 rows with W_h of 1 MiB or less (here 441 KiB) the batch rows are split instead,
-# unless that rule is off; either way the results of one thread
+# unless that rule is off, or the second half of the rows holds 10% less work than the first
+# (sequences sorted longest first); every way the results of one thread
 x = rng.standard_normal((9, 40, 40)).astype(np.float32)
 lstm = bl.LSTM(40, 168, 2, seed=1)
-assert one_then_two(lstm, x, [9] * 20 + [4] * 19 + [1], _row_splits) == 2, "rows not split"
+for lengths in (None, [9] * 38 + [8, 7]):           # second half: 177 steps against 180
+    assert one_then_two(lstm, x, lengths, _row_splits) == 2, "rows not split"
+for lengths in ([9] * 21 + [8] * 19, [9] * 20 + [4] * 19 + [1]):    # 161, 77 against 180
+    assert one_then_two(lstm, x, lengths, _unit_splits) == 2, "unequal halves split by rows"
 _row_splits(False)
 assert one_then_two(lstm, x, None, _unit_splits) == 2, "the rule is still on"
 _row_splits(True)
-# training: the split forward (units at 21 rows, rows at 40; unidirectional) must keep the
-# same cache, and the backward's time loops split in batch rows (one per layer and
-# direction), and its products split in gates and dX's rows or columns on the two threads (on
-# our kernel, or on OpenBLAS at 2 threads or fewer), must give the same gradients; with 21
-# rows dX is a product after the time loop, with 40 the loop's threads compute it
-for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
+# training: the split forward (unidirectional: units at 21 rows and at 40 rows of unequal
+# halves, rows at 40 of equal ones) must keep the same cache, and the backward's time loops
+# split in batch rows (one per layer and direction), and its products split in gates and dX's
+# rows or columns on the two threads (on our kernel, or on OpenBLAS at 2 threads or fewer),
+# must give the same gradients; with 21 rows dX is a product after the time loop, with 40 the
+# loop's threads compute it
+def unequal(n):     # the second half 4 steps long: far less work than the first
+    return [9] * (n // 2) + [4] * (n - n // 2)
+
+
+for n, bidir, lengths in ((21, False, unequal(21)), (21, True, unequal(21)),
+                          (40, False, unequal(40)), (40, True, unequal(40)),
+                          (40, False, [9] * 39 + [8])):
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
     dy = rng.standard_normal((9, n, (1 + bidir) * 168)).astype(np.float32)
     outs = []
@@ -325,10 +336,11 @@ for n, bidir in ((21, False), (21, True), (40, False), (40, True)):
         lstm = bl.LSTM(40, 168, 2, bidirectional=bidir, dropout=0.2, seed=1)   # same masks
         lstm.n_threads = threads
         before_units, before_rows = _unit_splits(), _row_splits()
-        y, _ = lstm.forward(x, lengths=[9] * (n // 2) + [4] * (n - n // 2), training=True)
+        y, _ = lstm.forward(x, lengths=lengths, training=True)
         split = threads == 2 and not bidir
-        assert _unit_splits() - before_units == (2 if split and n < 32 else 0)
-        assert _row_splits() - before_rows == (2 if split and n >= 32 else 0)
+        rows = split and n >= 32 and lengths[-1] == 8
+        assert _unit_splits() - before_units == (2 if split and not rows else 0)
+        assert _row_splits() - before_rows == (2 if rows else 0)
         before, before_products = _helper_loops(), _helper_products()
         outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
         assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)

@@ -57,11 +57,12 @@ cdef enum:
     # measured within 2%)
     PROJ_CHUNK_X_BYTES = 128 << 10
     # A unit split hands h between the threads at every step; a row split hands nothing over
-    # but has each thread stream all of W_h. With W_h this small and 16 rows or more a thread,
-    # the rows ran as fast or faster on the Zen 1 (2 threads, forward, a 125 ms pause before
-    # each call as in the benchmark: H = 256, N = 32, 64, 128: 5%, 0-6%, 6.5% faster; H = 128,
-    # N = 32: 7%; training steps 1.5-5%); the units stay faster where W_h streams from memory
-    # at few rows (H = 512, N = 16: 4.5%; H = 1024: 8%), and equal at H >= 512, N >= 32
+    # but has each thread stream all of W_h. With W_h this small, 16 rows or more a thread and
+    # halves of the same work (rows_balanced), the rows ran as fast or faster on the Zen 1 (2
+    # threads, a 125 ms pause before each call as in the benchmark, rows/units: H = 128 0.93-0.98,
+    # H = 256 0.94-1.00, training steps 0.95-1.00); the units stay faster where W_h streams
+    # from memory at few rows (16 rows: H = 512 1.045, H = 1024 1.08) and tie at H >= 512 from
+    # 32 rows, where they degrade less beside a busy process (BENCHMARKS.md, 32nd session)
     ROWS_MAX_WH_BYTES = 1 << 20
 
 cdef extern from *:
@@ -202,11 +203,24 @@ cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     with its own packed weights, gates and state), else 1."""
     return 2 if p.D == 2 and use_helper(p) else 1
 
+cdef bint rows_balanced(const LSTMPlan *p) noexcept nogil:
+    """Do the two halves of the batch rows hold about the same work (within 10%)? Sequences
+    of varying length are sorted longest first (D5), so the second half may hold far less,
+    and its thread would wait for the first's, where a unit split shares every step."""
+    cdef size_t half = p.N // 2, t, nt, w0 = 0, w1 = 0
+    if p.seq_data == NULL:
+        return True
+    for t in range(p.S):
+        nt = batch_at(p, t)
+        w0 += min(nt, half)
+        w1 += nt - min(nt, half)
+    return 10 * w1 >= 9 * w0
+
 cdef bint rows_better(const LSTMPlan *p) noexcept nogil:
     """Would a row split beat a unit split: 16 rows or more a thread, W_h of
-    ROWS_MAX_WH_BYTES or less?"""
+    ROWS_MAX_WH_BYTES or less, and halves of the same work?"""
     return not bl_rows_rule_off and p.N >= 4 * SPLIT_MIN_ROWS \
-        and 16 * p.H * p.H <= ROWS_MAX_WH_BYTES
+        and 16 * p.H * p.H <= ROWS_MAX_WH_BYTES and rows_balanced(p)
 
 cdef bint units_split(const LSTMPlan *p) noexcept nogil:
     """Do two threads share each time loop by units (units_loop)? The default cell, one

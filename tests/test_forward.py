@@ -259,7 +259,8 @@ HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
 from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
 from bnnslstm._blas import _own_products
-from bnnslstm._forward import _helper_calls, _row_splits, _unit_moves, _unit_splits
+from bnnslstm._forward import (_helper_calls, _projection_chunks, _row_splits, _unit_moves,
+                               _unit_splits)
 rng = np.random.default_rng(0)
 
 
@@ -316,6 +317,12 @@ for lengths in ([9] * 21 + [8] * 19, [9] * 20 + [4] * 19 + [1]):    # 161, 77 ag
 _row_splits(False)
 assert one_then_two(lstm, x, None, _unit_splits) == 2, "the rule is still on"
 _row_splits(True)
+# ... also where each thread projects its rows' input in chunks inside its time loop (S*N*4H
+# floats of 16 MiB)
+x = rng.standard_normal((256, 32, 40)).astype(np.float32)
+lstm, before = bl.LSTM(40, 128, seed=1), _projection_chunks()
+assert one_then_two(lstm, x, None, _row_splits) == 1, "rows not split"
+assert _projection_chunks() - before >= 6, "the input was not projected in chunks"
 # training: the split forward (unidirectional: units at 21 rows and at 40 rows of unequal
 # halves, rows at 40 of equal ones) must keep the same cache, and the backward's time loops
 # split in batch rows (one per layer and direction), and its products split in gates and dX's

@@ -307,7 +307,7 @@ for _ in range(10):
 assert moved, "no chunk moved between the threads"
 # from 32 rows with W_h of 1 MiB or less (here 441 KiB) the batch rows are split instead,
 # unless that rule is off, or the second half of the rows holds 10% less work than the first
-# (sequences sorted longest first); every way the results of one thread
+# (sequences sorted longest first); in every case the results of one thread
 x = rng.standard_normal((9, 40, 40)).astype(np.float32)
 lstm = bl.LSTM(40, 168, 2, seed=1)
 for lengths in (None, [9] * 38 + [8, 7]):           # second half: 177 steps against 180

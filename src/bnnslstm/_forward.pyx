@@ -220,7 +220,7 @@ cdef bint rows_better(const LSTMPlan *p) noexcept nogil:
     """Would a row split beat a unit split: 16 rows or more a thread, W_h of
     ROWS_MAX_WH_BYTES or less, and halves of the same work?"""
     return not bl_rows_rule_off and p.N >= 4 * SPLIT_MIN_ROWS \
-        and 16 * p.H * p.H <= ROWS_MAX_WH_BYTES and rows_balanced(p)
+        and 4 * p.H * p.H * sizeof(float) <= ROWS_MAX_WH_BYTES and rows_balanced(p)
 
 cdef bint units_split(const LSTMPlan *p) noexcept nogil:
     """Do two threads share each time loop by units (units_loop)? The default cell, one

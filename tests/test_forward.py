@@ -257,7 +257,8 @@ def test_stacked_weights_are_used_in_place(rng):
 
 HELPER_SCRIPT = """
 import numpy as np, bnnslstm as bl
-from bnnslstm._backward import _blas_single_threads, _helper_loops, _helper_products
+from bnnslstm._backward import (_blas_single_threads, _direction_lanes, _helper_loops,
+                                _helper_products)
 from bnnslstm._blas import _own_products
 from bnnslstm._forward import (_helper_calls, _projection_chunks, _row_splits, _unit_moves,
                                _unit_splits)
@@ -330,14 +331,17 @@ assert _projection_chunks() - before >= 4, "the input was not projected in chunk
 # split in batch rows (one per layer and direction), and its products split in gates and dX's
 # rows or columns on the two threads (on our kernel, or on OpenBLAS at 2 threads or fewer),
 # must give the same gradients; with 21 rows dX is a product after the time loop, with 40 the
-# loop's threads compute it
+# loop's threads compute it. Bidirectional, on our kernel, each thread instead runs one
+# direction whole (at 3 rows too, where nothing would split), and without those lanes the
+# directions split in turn: the same gradients either way
 def unequal(n):     # the second half 4 steps long: far less work than the first
     return [9] * (n // 2) + [4] * (n - n // 2)
 
 
-for n, bidir, lengths in ((21, False, unequal(21)), (21, True, unequal(21)),
-                          (40, False, unequal(40)), (40, True, unequal(40)),
-                          (40, False, [9] * 39 + [8])):
+for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, unequal(21), True),
+                                    (21, True, unequal(21), False), (3, True, [9, 5, 2], True),
+                                    (40, False, unequal(40), True), (40, True, unequal(40), True),
+                                    (40, True, None, False), (40, False, [9] * 39 + [8], True)):
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
     dy = rng.standard_normal((9, n, (1 + bidir) * 168)).astype(np.float32)
     outs = []
@@ -350,10 +354,19 @@ for n, bidir, lengths in ((21, False, unequal(21)), (21, True, unequal(21)),
         rows = split and n >= 32 and lengths[-1] == 8
         assert _unit_splits() - before_units == (2 if split and not rows else 0)
         assert _row_splits() - before_rows == (2 if rows else 0)
-        before, before_products = _helper_loops(), _helper_products()
-        outs.append([y, *lstm.backward(dy)] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
-        assert _helper_loops() - before == (2 * (1 + bidir) if threads == 2 else 0)
-        split = threads == 2 and (_own_products() or _blas_single_threads())
+        before, before_products, before_lanes = _helper_loops(), _helper_products(), \
+            _direction_lanes()
+        _direction_lanes(lanes_on)
+        try:
+            outs.append([y, *lstm.backward(dy)]
+                        + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+        finally:
+            _direction_lanes(True)
+        lanes = threads == 2 and bidir and lanes_on and _own_products()
+        assert _direction_lanes() - before_lanes == (2 if lanes else 0), "lanes"
+        loops = threads == 2 and not lanes and n >= 16
+        assert _helper_loops() - before == (2 * (1 + bidir) if loops else 0), "loops"
+        split = threads == 2 and not lanes and (_own_products() or _blas_single_threads())
         assert _helper_products() - before_products == (2 * (1 + bidir) if split else 0)
     for a, b in zip(*outs, strict=True):
         assert np.array_equal(a, b)

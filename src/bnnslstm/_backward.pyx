@@ -15,7 +15,7 @@ import numpy as np
 from bnnslstm._activations cimport activation_grad_row, bl_fpstate, ftz_enter, ftz_leave
 from bnnslstm._blas cimport current_sgemm, own_products
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
-from bnnslstm._checked cimport mul_ovf, region
+from bnnslstm._checked cimport add_ovf, mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
 from bnnslstm._gemm cimport (
@@ -59,6 +59,8 @@ cdef extern from *:
     static atomic_ulong bl_backward_helper_products;   /* products split in two (tests) */
     static atomic_ulong bl_backward_dx_after;   /* dX as one product after the loop (tests) */
     static atomic_ulong bl_backward_shared_dw;  /* dW products the parts shared (tests) */
+    static atomic_ulong bl_backward_lanes;  /* layers whose two directions ran at once (tests) */
+    static int bl_lanes_off;       /* tests and A/B timing: the directions one after the other */
     static int bl_shared_dw_off;   /* tests and A/B timing: the static halves instead */
     """
     void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
@@ -66,11 +68,21 @@ cdef extern from *:
     unsigned long bl_backward_helper_products
     unsigned long bl_backward_dx_after
     unsigned long bl_backward_shared_dw
+    unsigned long bl_backward_lanes
+    int bl_lanes_off
     int bl_shared_dw_off
 
 cdef extern from "_blasthreads.h" nogil:
     bint blas_single_enter "bl_blas_single_enter"(const void *sgemm_addr)
     void blas_single_leave "bl_blas_single_leave"()
+
+def _direction_lanes(enabled: bool | None = None) -> int:
+    """How many bidirectional layers so far ran their two directions at once, one per thread
+    (backward_lanes); enabled: turn that on or off (tests, A/B timing)."""
+    global bl_lanes_off
+    if enabled is not None:
+        bl_lanes_off = not enabled
+    return bl_backward_lanes
 
 def _helper_loops() -> int:
     """How many backward time loops so far ran on two threads (lets tests see that it ran)."""
@@ -172,6 +184,7 @@ cdef struct BWork:
     float *dA       # [S][N][4H] gradients of the gate pre-activations
     float *dY       # [S][N][D*H] gradient of the current layer's output
     float *dX       # [S][N][Win] gradient of the current layer's input
+    float *dX2      # [S][N][Win] direction 1's share of it (D = 2), added to dX after the layer
     float *xin      # [S][N][Win] the current layer's input as the forward saw it
     float *hprev    # [S][N][H] h before each step (processing order), gathered when the
     float *cprev    # [S][N][H] c before each step    lengths vary (else NULL)
@@ -215,10 +228,20 @@ cdef size_t bgemm_part_floats(const LSTMPlan *p) noexcept nogil:
     return (max(bgemm2_floats(win, H, SN, 1), bgemm_floats(win, 4 * H, 0))
             + 15) & ~(<size_t>15)          # the second part's buffer starts 64-byte aligned
 
+cdef bint backward_lanes(const LSTMPlan *p) noexcept nogil:
+    """Do the two directions of a bidirectional layer run at once, one per thread, each on a
+    BWork of its own (as the forward's direction lanes)? Each thread then has all N rows of its
+    direction's time loop and products, where a split gives it half of the rows of both in turn
+    (stack2_bidir_h256_b16: 8 rows a thread; below 16 rows the loop did not split at all). Not
+    with products on a BLAS (its own threads would compete) or full peepholes (which call it
+    inside the loop)."""
+    return p.D == 2 and use_helper(p) and bgemm_ok() and own_products() \
+        and not any_full_peephole(p) and not bl_lanes_off
+
 cdef size_t bgemm_shared_part_floats(const LSTMPlan *p) noexcept nogil:
-    """Floats of the shared panels of dW_x and dW_h on our kernel (0 if it cannot run, or
-    with one thread)."""
-    if not bgemm_ok() or allowed_threads(p) < 2:
+    """Floats of the shared panels of dW_x and dW_h on our kernel (0 if it cannot run, with
+    one thread, or with direction lanes, whose threads each run one direction's products)."""
+    if not bgemm_ok() or allowed_threads(p) < 2 or backward_lanes(p):
         return 0
     return bgemm_shared_floats(<int>(4 * p.H), <int>input_width(p), <int>p.H,
                                <int>(p.S * p.N))
@@ -228,13 +251,18 @@ cdef inline bint gather_prev(const LSTMPlan *p) noexcept nogil:
     (D5): else they lie in the training cache as [S][N] blocks (cache_layout)."""
     return p.seq_data != NULL
 
-cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats) noexcept nogil:
-    cdef size_t o[26]
+cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t lane,
+                      size_t *nfloats) noexcept nogil:
+    """Place a BWork at `base` (may be NULL: sizes only). Lane 1 (direction 1 on the second
+    thread, backward_lanes) has no dY, X, dX or dX2 of its own: it reads lane 0's dY and
+    writes lane 0's dX2 (lstm_backward points it there)."""
+    cdef size_t o[27]
     cdef size_t off = 0, SN = p.S * p.N, H = p.H, N = p.N, win = input_width(p), nbytes
-    cdef size_t bgpart = bgemm_part_floats(p)
+    cdef size_t bgpart = bgemm_part_floats(p), io = SN if lane == 0 else 0
     if weights_regions(p, &off, o) \
-            or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, SN, p.D * H, 1, &o[6]) \
-            or region(&off, SN, win, 1, &o[7]) or region(&off, SN, win, 1, &o[8]) \
+            or region(&off, SN, 4 * H, 1, &o[5]) or region(&off, io, p.D * H, 1, &o[6]) \
+            or region(&off, io, win, 1, &o[7]) or region(&off, io, win, 1, &o[8]) \
+            or region(&off, io if p.D == 2 else 0, win, 1, &o[26]) \
             or region(&off, SN if gather_prev(p) else 0, H, 1, &o[9]) \
             or region(&off, SN if gather_prev(p) else 0, H, 1, &o[10]) \
             or region(&off, N, H, 1, &o[11]) or region(&off, N, H, 1, &o[12]) \
@@ -249,13 +277,14 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
             or region(&off, packed_size(<int>win, <int>(4 * H)) if loop_dx(p) else 0, 1, 1,
                       &o[23]) \
             or region(&off, 2, bgpart, 1, &o[24]) \
-            or region(&off, bgemm_shared_part_floats(p), 1, 1, &o[25]) \
+            or region(&off, bgemm_shared_part_floats(p) if lane == 0 else 0, 1, 1, &o[25]) \
             or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
     if base != NULL:
         weights_place(&b.w, base, o)
         b.dA, b.dY, b.dX, b.xin = base + o[5], base + o[6], base + o[7], base + o[8]
+        b.dX2 = base + o[26]
         b.hprev = base + o[9] if gather_prev(p) else NULL
         b.cprev = base + o[10] if gather_prev(p) else NULL
         b.dh, b.dc = base + o[11], base + o[12]
@@ -265,16 +294,17 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t *nfloats)
         b.dW, b.dv = base + o[19], base + o[20]
         b.whtp, b.dbsum, b.wxtp, b.bgbuf = base + o[21], base + o[22], base + o[23], base + o[24]
         b.bgpart = bgpart
-        b.bgshared = base + o[25] if bgemm_shared_part_floats(p) else NULL
+        b.bgshared = base + o[25] if bgemm_shared_part_floats(p) and lane == 0 else NULL
         b.own = bgpart != 0 and own_products()
     return 0
 
 cdef int backward_workspace_bytes(const LSTMPlan *p, size_t *nbytes) noexcept nogil:
     cdef BWork b
-    cdef size_t n
-    if layout_bwork(p, &b, NULL, &n):
-        return -1
-    nbytes[0] = n * sizeof(float)       # cannot overflow: layout_bwork checked it
+    cdef size_t n, n1 = 0
+    if layout_bwork(p, &b, NULL, 0, &n) \
+            or (backward_lanes(p) and layout_bwork(p, &b, NULL, 1, &n1)) \
+            or add_ovf(n, n1, &n) or mul_ovf(n, sizeof(float), nbytes):
+        return set_error(b"backward workspace size overflows size_t")
     return 0
 
 # ---------------------------------------------------------------------------------------------
@@ -401,26 +431,25 @@ cdef void product_at(const Grads *g, int part, int m, int n, const float *a, con
         gemm_rm(b'T', b'N', m, n, SN, 1.0, a, G, x, ldx, 0.0, c, n)
 
 cdef void dx_part(const Grads *g, int part) noexcept nogil:
-    """This part's share of dX (+)= dA W_x (summed over the directions): on our kernel half of
+    """This part's share of dX = dA W_x (direction 1's into dX2): on our kernel half of
     dX's columns (whole panels, so that each part packs only its half of W_x), through the BLAS
     half of its rows."""
     cdef const LSTMPlan *p = g.p
     cdef BWork *b = g.b
     cdef int G = 4 * <int>p.H, SN = <int>(p.S * p.N), in_w = g.in_w
     cdef int mid = (in_w + 15) // 16 // 2 * 16, r0, r1, c0, c1
-    cdef float beta = 0.0 if g.d == 0 else 1.0
     if b.own:
         c0 = 0 if part == 0 else mid
         c1 = mid if part == 0 else in_w
         if c1 > c0:
             bgemm(SN, c1 - c0, G, b.dA, G, 0, b.w.wx_cur + c0, b.w.ldwx, b.dX + c0, in_w,
-                  g.d != 0, b.bgbuf + part * b.bgpart)
+                  0, b.bgbuf + part * b.bgpart)
         return
     r0 = 0 if part == 0 else SN // 2
     r1 = SN // 2 if part == 0 else SN
     if r1 > r0:
         gemm_rm(b'N', b'N', r1 - r0, in_w, G, 1.0, b.dA + <size_t>r0 * G, G, b.w.wx_cur,
-                b.w.ldwx, beta, b.dX + <size_t>r0 * in_w, in_w)
+                b.w.ldwx, 0.0, b.dX + <size_t>r0 * in_w, in_w)
 
 cdef bint dw_shared(const LSTMPlan *p, const GradPlan *gr, const BWork *b, size_t l) noexcept nogil:
     """Do the parts share dW_x and dW_h (bl_bgemm_shared): on our kernel, every gate wanting
@@ -577,7 +606,7 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
         dA_t, dX_t = b.dA + t * N * G, b.dX + t * N * in_w
         if b.hprev != NULL:                                 # varying lengths (D5)
             previous_states(p, b, d, t, n0, n1, nt, s.y, cell)
-        if s.dx_in_loop and d == 0 and n_end < n1:         # inactive samples: dX is 0
+        if s.dx_in_loop and n_end < n1:                     # inactive samples: dX is 0
             n_off = max(n0, n_end)
             memset(dX_t + n_off * in_w, 0, (n1 - n_off) * in_w * sizeof(float))
         if n_end <= n0:
@@ -610,10 +639,10 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
         # alternates as in the forward
         pgemm_kblocks(<int>(n_end - n0), H, G, dA_t + n0 * G, G, b.whtp, b.dh + n0 * H, H,
                       step & 1)
-        # dX (+)= dA W_x, summed over the directions, while dA is in cache
+        # dX = dA W_x (direction 1's into dX2), while dA is in cache
         if s.dx_in_loop:
             pgemm(NULL, <int>(n_end - n0), 1, in_w, G, dA_t + n0 * G, G, b.wxtp,
-                  0.0 if d == 0 else 1.0, dX_t + n0 * in_w, in_w, step & 1)
+                  0.0, dX_t + n0 * in_w, in_w, step & 1)
 
 cdef void steps_task(void *arg, int part) noexcept nogil:
     cdef Steps *s = <Steps *>arg
@@ -622,7 +651,10 @@ cdef void steps_task(void *arg, int part) noexcept nogil:
 
 cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                              BWork *b, size_t l, size_t d, const float *xin, int ldx,
-                             int in_w, bint need_dx) noexcept nogil:
+                             int in_w, bint need_dx, bint may_split) noexcept nogil:
+    """Direction d of layer l back through time, then its whole-sequence products; may_split:
+    with two threads allowed, a helper may take half of each (not when the directions already
+    run one per thread). The results do not depend on which."""
     cdef size_t N = p.N, DH = p.D * p.H
     cdef Steps steps
     cdef Grads grads
@@ -658,7 +690,8 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     # single-threaded, so that its own workers never wake (they would spin ~0.1 s on the cores
     # the next call needs). Otherwise the products run on the BLAS's threads, and the helper
     # must not wait beside them.
-    split_loop = use_helper(p) and N >= 2 * SPLIT_MIN_ROWS and not any_full_peephole(p)
+    split_loop = may_split and use_helper(p) and N >= 2 * SPLIT_MIN_ROWS \
+        and not any_full_peephole(p)
     if split_loop and helper_start(&helper):
         helper_on = True
         run_parts(&helper, steps_task, &steps)
@@ -668,7 +701,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
     single = not b.own and blas_single_enter(current_sgemm())
-    split_products = (b.own or single) and allowed_threads(p) >= 2 \
+    split_products = may_split and (b.own or single) and allowed_threads(p) >= 2 \
         and p.S * N * 4 * p.H * (<size_t>in_w * (2 if grads.dx_after else 1) + p.H) \
         >= PRODUCTS_MIN_MACS
     if helper_on and not split_products:
@@ -689,15 +722,46 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     if single:
         blas_single_leave()
 
+cdef struct Lanes:
+    # Both directions of layer l at once (backward_lanes): part d runs direction d on b[d].
+    const LSTMPlan *p
+    const GradPlan *gr
+    const Cache *cache
+    BWork *b
+    size_t l
+    const float *xin
+    int ldx, in_w
+    bint need_dx
+
+cdef void lanes_task(void *arg, int part) noexcept nogil:
+    cdef Lanes *a = <Lanes *>arg
+    backward_direction(a.p, a.gr, a.cache, &a.b[part], a.l, part, a.xin, a.ldx, a.in_w,
+                       a.need_dx, False)
+
+cdef void add_into(float *acc, const float *a, size_t n) noexcept nogil:
+    cdef size_t i
+    for i in range(n):
+        acc[i] += a[i]
+
 cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                        void *workspace) noexcept nogil:
-    cdef BWork b
+    cdef BWork lane[2]
+    cdef BWork *b = &lane[0]
+    cdef Lanes lanes
+    cdef bl_helper helper
+    cdef bl_helper *second = NULL
     cdef size_t nfloats, l, d, S = p.S, N = p.N, DH = p.D * p.H, SN = p.S * p.N
     cdef const float *xin
+    cdef float *dx1
     cdef int ldx, in_w
-    cdef bint need_dx
+    cdef bint need_dx, two_lanes = backward_lanes(p)
     cdef bl_fpstate fpstate
-    layout_bwork(p, &b, <float *>workspace, &nfloats)
+    layout_bwork(p, b, <float *>workspace, 0, &nfloats)
+    if two_lanes:           # direction 1 reads lane 0's dY and writes its dX2 (layout_bwork)
+        layout_bwork(p, &lane[1], <float *>workspace + nfloats, 1, &nfloats)
+        lane[1].dY, lane[1].xin, lane[1].dX = b.dY, b.xin, b.dX2
+        if helper_start(&helper):
+            second = &helper
     fpstate = ftz_enter()
     gather_seq(&gr.dy, S, N, DH, p, b.dY)                   # top layer: the caller's dL/dy
     l = p.L
@@ -719,8 +783,20 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
             else:
                 xin = cache_y(p, cache, l - 1)
         need_dx = l > 0 or gr.dx.data != NULL
-        for d in range(p.D):
-            backward_direction(p, gr, cache, &b, l, d, xin, ldx, in_w, need_dx)
+        if two_lanes:               # without a running helper, one after the other here
+            lanes.p, lanes.gr, lanes.cache, lanes.b, lanes.l = p, gr, cache, lane, l
+            lanes.xin, lanes.ldx, lanes.in_w, lanes.need_dx = xin, ldx, in_w, need_dx
+            run_parts(second, lanes_task, &lanes)
+            count_event(&bl_backward_lanes, 1)
+        else:
+            for d in range(p.D):    # direction 1 writes its dX into dX2, as its lane would
+                dx1 = b.dX
+                if d == 1:
+                    b.dX = b.dX2
+                backward_direction(p, gr, cache, b, l, d, xin, ldx, in_w, need_dx, True)
+                b.dX = dx1
+        if need_dx and p.D == 2:    # the same sum whichever thread ran each direction
+            add_into(b.dX, b.dX2, SN * <size_t>in_w)
         if l > 0:                  # the layer below's dY: dX through the dropout mask
             if cache.dropout:
                 apply_mask(b.dX, cache_mask(p, cache, l - 1), SN * DH, p.dropout, b.dY)
@@ -729,4 +805,6 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
         elif need_dx:
             scatter_seq(&gr.dx, S, N, p.In, b.dX, gr.dx.accumulate)
     ftz_leave(fpstate)
+    if second != NULL:
+        helper_stop(second)
     return 0

@@ -331,15 +331,16 @@ assert _projection_chunks() - before >= 4, "the input was not projected in chunk
 # split in batch rows (one per layer and direction), and its products split in gates and dX's
 # rows or columns on the two threads (on our kernel, or on OpenBLAS at 2 threads or fewer),
 # must give the same gradients; with 21 rows dX is a product after the time loop, with 40 the
-# loop's threads compute it. Bidirectional, on our kernel, each thread instead runs one
-# direction whole (at 3 rows too, where nothing would split), and without those lanes the
-# directions split in turn: the same gradients either way
+# loop's threads compute it; with 3 rows the threads split each step's dh = dA W_h by panels.
+# Bidirectional, on our kernel, each thread instead runs one direction whole, and without
+# those lanes the directions split in turn: the same gradients either way
 def unequal(n):     # the second half 4 steps long: far less work than the first
     return [9] * (n // 2) + [4] * (n - n // 2)
 
 
 for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, unequal(21), True),
                                     (21, True, unequal(21), False), (3, True, [9, 5, 2], True),
+                                    (3, False, [9, 5, 2], True),
                                     (40, False, unequal(40), True), (40, True, unequal(40), True),
                                     (40, True, None, False), (40, False, [9] * 39 + [8], True)):
     x = rng.standard_normal((9, n, 40)).astype(np.float32)
@@ -350,7 +351,7 @@ for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, u
         lstm.n_threads = threads
         before_units, before_rows = _unit_splits(), _row_splits()
         y, _ = lstm.forward(x, lengths=lengths, training=True)
-        split = threads == 2 and not bidir
+        split = threads == 2 and not bidir and n >= 16
         rows = split and n >= 32 and lengths[-1] == 8
         assert _unit_splits() - before_units == (2 if split and not rows else 0)
         assert _row_splits() - before_rows == (2 if rows else 0)
@@ -364,7 +365,7 @@ for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, u
             _direction_lanes(True)
         lanes = threads == 2 and bidir and lanes_on and _own_products()
         assert _direction_lanes() - before_lanes == (2 if lanes else 0), "lanes"
-        loops = threads == 2 and not lanes and n >= 16
+        loops = threads == 2 and not lanes
         assert _helper_loops() - before == (2 * (1 + bidir) if loops else 0), "loops"
         split = threads == 2 and not lanes and (_own_products() or _blas_single_threads())
         assert _helper_products() - before_products == (2 * (1 + bidir) if split else 0)

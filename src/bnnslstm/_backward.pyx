@@ -574,7 +574,9 @@ cdef void gradients_task(void *arg, int part) noexcept nogil:
 
 cdef struct Steps:
     # One thread's share of a direction's steps back through time: batch rows [n0, n1) of
-    # every step, which depend on no other row (split at N / 2 between two threads).
+    # every step, which depend on no other row (split at N / 2 between two threads), or all of
+    # them with a helper taking half of each step's dh = dA W_h (fewer rows)
+    bl_helper *helper
     const LSTMPlan *p
     BWork *b
     size_t d
@@ -599,6 +601,8 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
     cdef bint one_sweep = default_cell(p)
     cdef float *dA_t
     cdef float *dX_t
+    if s.helper != NULL:
+        count_event(&bl_backward_helper_loops, 1)
     for step in range(S):                                   # back through time
         t = S - 1 - step if d == 0 else step
         nt = batch_at(p, t)                                 # D5: active samples are [0, nt)
@@ -637,8 +641,8 @@ cdef void backward_steps(const Steps *s, size_t n0, size_t n1) noexcept nogil:
             add_rows(n_end - max(n0, split), G, dA_t + max(n0, split) * G, G, b.dbsum + G)
         # dh_prev = dA W_h (rows of inactive samples keep their gradient); the panel order
         # alternates as in the forward
-        pgemm_kblocks(<int>(n_end - n0), H, G, dA_t + n0 * G, G, b.whtp, b.dh + n0 * H, H,
-                      step & 1)
+        pgemm_kblocks(s.helper, <int>(n_end - n0), H, G, dA_t + n0 * G, G, b.whtp,
+                      b.dh + n0 * H, H, step & 1)
         # dX = dA W_x (direction 1's into dX2), while dA is in cache
         if s.dx_in_loop:
             pgemm(NULL, <int>(n_end - n0), 1, in_w, G, dA_t + n0 * G, G, b.wxtp,
@@ -671,7 +675,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     load_state(&gr.dhn, l, d, N, p.H, b.dh)                 # NULL incoming gradients are 0
     load_state(&gr.dcn, l, d, N, p.H, b.dc)
     memset(b.dbsum, 0, 8 * p.H * sizeof(float))
-    steps.p, steps.b, steps.d = p, b, d
+    steps.helper, steps.p, steps.b, steps.d = NULL, p, b, d
     steps.pre, steps.cell = cache_pre(p, cache, l, d), cache_cell(p, cache, l, d)
     steps.y, steps.in_w = cache_y(p, cache, l), in_w
     if b.hprev != NULL:             # gathered by the time loop (previous_states)
@@ -690,12 +694,18 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     # single-threaded, so that its own workers never wake (they would spin ~0.1 s on the cores
     # the next call needs). Otherwise the products run on the BLAS's threads, and the helper
     # must not wait beside them.
-    split_loop = may_split and use_helper(p) and N >= 2 * SPLIT_MIN_ROWS \
-        and not any_full_peephole(p)
+    # Fewer rows than two threads' worth share each step's dh = dA W_h by panels instead, as the
+    # forward's products do (the elementwise pass stays on this thread).
+    split_loop = may_split and use_helper(p) and not any_full_peephole(p)
     if split_loop and helper_start(&helper):
         helper_on = True
-        run_parts(&helper, steps_task, &steps)
-        count_event(&bl_backward_helper_loops, 1)
+        if N >= 2 * SPLIT_MIN_ROWS:
+            run_parts(&helper, steps_task, &steps)
+            count_event(&bl_backward_helper_loops, 1)
+        else:
+            steps.helper = &helper                  # counted where the products take it
+            backward_steps(&steps, 0, N)
+            steps.helper = NULL
     else:
         backward_steps(&steps, 0, N)
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)

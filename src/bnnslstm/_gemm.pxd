@@ -125,18 +125,20 @@ cdef inline void pack_kblocks(int n, int k, const float *w, size_t ldw, float *w
                       wp + packed_size(n, kc) * <size_t>(k0 // kc))
         k0 += kc
 
-cdef inline void pgemm_kblocks(int m, int n, int k, const float *a, size_t lda, const float *wp,
-                               float *c, size_t ldc, bint rev) noexcept nogil:
-    """C[m x n] = A[m x k] @ W, W packed by pack_kblocks, on this thread: block by block, the
-    blocks added in k order (one block, k <= KBLOCK_MAX: pgemm's result). The blocks prefetch
-    as the whole W's size asks (pf_wanted), not as one block's."""
+cdef inline void pgemm_kblocks(bl_helper *helper, int m, int n, int k, const float *a,
+                               size_t lda, const float *wp, float *c, size_t ldc,
+                               bint rev) noexcept nogil:
+    """C[m x n] = A[m x k] @ W, W packed by pack_kblocks: block by block, the blocks added in
+    k order (one block, k <= KBLOCK_MAX: pgemm's result); a running helper (NULL: none) takes
+    half of each block's panels. The blocks prefetch as the whole W's size asks (pf_wanted),
+    not as one block's."""
     cdef int kc = kblock(k), k0 = 0
     cdef bl_pgemm_job job
     while k0 < k:
         job = pgemm_job(m, 1, n, min(kc, k - k0), a + k0, lda,
                         wp + packed_size(n, kc) * <size_t>(k0 // kc), c, ldc, k0 > 0)
         job.rev, job.pf = rev, pf_wanted(m, n, k)
-        run_parts(NULL, pgemm_task, &job)
+        run_parts(helper, pgemm_task, &job)
         k0 += kc
 
 cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,

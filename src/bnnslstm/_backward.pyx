@@ -797,7 +797,8 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
             lanes.p, lanes.gr, lanes.cache, lanes.b, lanes.l = p, gr, cache, lane, l
             lanes.xin, lanes.ldx, lanes.in_w, lanes.need_dx = xin, ldx, in_w, need_dx
             run_parts(second, lanes_task, &lanes)
-            count_event(&bl_backward_lanes, 1)
+            if second != NULL:
+                count_event(&bl_backward_lanes, 1)
         else:
             for d in range(p.D):    # direction 1 writes its dX into dX2, as its lane would
                 dx1 = b.dX

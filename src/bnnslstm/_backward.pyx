@@ -748,11 +748,6 @@ cdef void lanes_task(void *arg, int part) noexcept nogil:
     backward_direction(a.p, a.gr, a.cache, &a.b[part], a.l, part, a.xin, a.ldx, a.in_w,
                        a.need_dx, False)
 
-cdef void add_into(float *acc, const float *a, size_t n) noexcept nogil:
-    cdef size_t i
-    for i in range(n):
-        acc[i] += a[i]
-
 cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                        void *workspace) noexcept nogil:
     cdef BWork lane[2]
@@ -807,7 +802,7 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
                 backward_direction(p, gr, cache, b, l, d, xin, ldx, in_w, need_dx, True)
                 b.dX = dx1
         if need_dx and p.D == 2:    # the same sum whichever thread ran each direction
-            add_into(b.dX, b.dX2, SN * <size_t>in_w)
+            add_rows(1, SN * <size_t>in_w, b.dX2, SN * <size_t>in_w, b.dX)
         if l > 0:                  # the layer below's dY: dX through the dropout mask
             if cache.dropout:
                 apply_mask(b.dX, cache_mask(p, cache, l - 1), SN * DH, p.dropout, b.dY)

@@ -17,7 +17,7 @@ from bnnslstm._blas cimport current_sgemm, own_products
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport add_ovf, mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
-from bnnslstm._forward cimport allowed_threads, default_cell, use_helper
+from bnnslstm._forward cimport allowed_threads, default_cell, direction_lanes, use_helper
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok,
     bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared, bl_helper,
@@ -235,7 +235,7 @@ cdef bint backward_lanes(const LSTMPlan *p) noexcept nogil:
     (stack2_bidir_h256_b16: 8 rows a thread; below 16 rows the loop did not split at all). Not
     with products on a BLAS (its own threads would compete) or full peepholes (which call it
     inside the loop)."""
-    return p.D == 2 and use_helper(p) and bgemm_ok() and own_products() \
+    return direction_lanes(p) == 2 and bgemm_ok() and own_products() \
         and not any_full_peephole(p) and not bl_lanes_off
 
 cdef size_t bgemm_shared_part_floats(const LSTMPlan *p) noexcept nogil:

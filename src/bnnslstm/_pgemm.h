@@ -164,7 +164,13 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
 /* Panels [q0, q1) of P panels packed at Wp: panel q, column c at kk holds W[(q - q0)*16 + c][kk]
  * (0 from row `rows` on). Whole 16 x 16 tiles are transposed in registers (the pack runs once
  * per call and layer, and must cost no more than a few time steps); edge tiles go element by
- * element. */
+ * element. The wide pack reads 16 rows at once, 16 streams too many for the hardware
+ * prefetchers when W comes from memory (a call after a pause): each tile fetches the same
+ * lines of the next panel's rows into L2. On a Zen 4 (one thread, 125 ms pauses, in one
+ * process, per-round ratios with / without): db_inf_h512_b1's forward 0.90-0.94, h512_b4
+ * 0.95-0.98, h1024_b4 0.98, db_inf_h256_b1_t150 0.97-1.00, the training shapes' 0.98-1.01;
+ * at 2 threads 0.99-1.02. Into L1 it lost (0.98-1.06: at H = 1024 the 16 lines, 4 KiB
+ * apart, share one L1 set). */
 BL_CLONES
 static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
                           float *Wp)
@@ -176,6 +182,7 @@ static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W
         const float *src = W + (size_t)(q - q0) * BL_PANEL * ldw;
         int left = rows - (q - q0) * BL_PANEL, r = left < BL_PANEL ? left : BL_PANEL;
         int k0 = 0;
+        const float *next = left > BL_PANEL ? src + BL_PANEL * ldw : NULL;
         if (r == BL_PANEL && !wide)
             for (; k0 + 8 <= k; k0 += 8)
                 for (int h = 0; h < BL_PANEL; h += 8)     /* two 8 x 8 tiles: columns h.. */
@@ -183,8 +190,11 @@ static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W
         else if (r == BL_PANEL)
             for (; k0 + BL_PANEL <= k; k0 += BL_PANEL) {
                 bl_v16 t[BL_PANEL];
-                for (int c = 0; c < BL_PANEL; c++)
+                for (int c = 0; c < BL_PANEL; c++) {
                     t[c] = *(const bl_v16u *)(src + c * ldw + k0);
+                    if (next != NULL && c + BL_PANEL < left)
+                        __builtin_prefetch(next + c * ldw + k0, 0, 1);
+                }
                 bl_transpose16(t);
                 for (int kk = 0; kk < BL_PANEL; kk++)
                     *(bl_v16 *)(dst + (size_t)(k0 + kk) * ks) = t[kk];

@@ -1,8 +1,8 @@
 """The packed GEMM (_pgemm.h) on its own: every register-block shape and edge the kernels can
-meet (row tails 1 to 7, partial panels, k not a multiple of 16, gates split between threads),
-against float64 numpy, and nothing written outside C[:m, :n]; its direct form (W packed block
-by block as the rows pass) and its reversed panel order (alternate time steps) against the same
-and bit for bit against the packed form."""
+meet (row blocks of 1 to 9 rows, partial panels, k not a multiple of 16, gates split between
+threads), against float64 numpy, and nothing written outside C[:m, :n]; its direct form (W
+packed block by block as the rows pass) and its reversed panel order (alternate time steps)
+against the same and bit for bit against the packed form."""
 import itertools
 
 import numpy as np
@@ -21,7 +21,7 @@ def case(rng, m, n, k, transposed):
     return a, w, c, want
 
 
-@pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 8, 9, 16, 23, 64])
+@pytest.mark.parametrize("m", [1, 2, 3, 5, 7, 8, 9, 10, 16, 17, 18, 23, 26, 64, 100])
 @pytest.mark.parametrize("gates", [1, 3, 4])
 @pytest.mark.parametrize("direct", [False, True])
 def test_matches_float64(rng, m, gates, direct):
@@ -31,6 +31,18 @@ def test_matches_float64(rng, m, gates, direct):
             _pgemm(a, w, c, gates, False, helper, direct)
             np.testing.assert_allclose(c[:, :gates * H], want, rtol=1e-5, atol=1e-5 * k)
             assert np.isnan(c[:, gates * H:]).all()
+
+
+def test_a_row_does_not_depend_on_the_row_count(rng):
+    # The row blocks (up to 9 rows, near-equal sizes: 17 rows are 9 + 8, 64 are 8 x 8) change
+    # with m; each element is the same dot product in k order whatever block holds its row.
+    a, w, c, _ = case(rng, 40, 4 * 40, 33, False)
+    whole = c.copy()
+    _pgemm(a, w, whole, 4, False, False)
+    for m in range(1, 40):
+        part = c[:m].copy()
+        _pgemm(a[:m].copy(), w, part, 4, False, False)
+        assert np.array_equal(part, whole[:m], equal_nan=True), m
 
 
 @pytest.mark.parametrize("m", [1, 2, 3, 8, 23])

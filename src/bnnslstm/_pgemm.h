@@ -30,8 +30,9 @@
  * one core, W in cache: 103-106 -> 105-109 GFLOP/s of a 115 peak at 16 to 1600 rows (H = 256
  * to 1024); 10 x 3 spilled, 12 and 14 x 2 were slower. In the forward (in one process,
  * per-round ratios 9 / 8 rows, 1 thread): db_train_h512_b64 0.96-0.97 and db_train_h1024_b64
- * 0.92-0.98, from the projection of all steps (1600 rows); t150, stack2, 2 threads and
- * training steps within +-2%. NEON keeps 8: its 16-float vectors take 4 registers each. */
+ * 0.92-0.98, from the projection of all steps (1600 rows); t150, stack2 and training steps
+ * within +-2%, the 2-thread forwards (their time loops run the same 8-row blocks as before)
+ * within +-4%. NEON keeps 8: its 16-float vectors take 4 registers each. */
 #if defined(__x86_64__)
 #define BL_WIDE_ROWS 9
 #else

@@ -97,15 +97,27 @@ BL_AVX2 static inline __attribute__((always_inline)) void bl_store8(float *p, __
         _mm256_maskstore_ps(p, mask, v);
 }
 
-/* Does this CPU run the AVX2 passes: AVX2 and FMA, and not the wide blocking (whose
+/* Can this CPU run the AVX2 passes (AVX2 and FMA)? The test hooks run them wherever it can,
+ * so that the passes are tested on AVX-512 CPUs too, which do not take them. */
+static inline int bl_avx2_runs(void)
+{
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+
+/* Does this CPU take the AVX2 passes: it can run them, and not the wide blocking (whose
  * x86-64-v4 clones of the C passes are kept there)? */
 static inline int bl_avx2_passes(void)
 {
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !bl_isa_wide();
+    return bl_avx2_runs() && !bl_isa_wide();
 }
 
 #else
 #define BL_HAVE_AVX2_PASSES 0
+static inline int bl_avx2_runs(void)
+{
+    return 0;
+}
+
 static inline int bl_avx2_passes(void)
 {
     return 0;

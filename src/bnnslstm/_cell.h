@@ -158,7 +158,8 @@ static inline void bl_cell_default_rows(size_t rows, size_t H, size_t u0, size_t
     bl_cell_default_rows_c(rows, H, u0, u1, g, bias, c, h, pre);
 }
 
-/* The AVX2 pass (avx2 = 1; -1 where this build or CPU has none) or the C clones' (tests). */
+/* The AVX2 pass (avx2 = 1, wherever the CPU can run it; -1 where this build or CPU has none)
+ * or the C clones' (tests). */
 static inline int bl_cell_default_rows_on(int avx2, size_t rows, size_t H, size_t u0,
                                           size_t u1, const float *g, const float *bias,
                                           float *c, float *h, float *pre)
@@ -166,7 +167,7 @@ static inline int bl_cell_default_rows_on(int avx2, size_t rows, size_t H, size_
     if (!avx2)
         bl_cell_default_rows_c(rows, H, u0, u1, g, bias, c, h, pre);
 #if BL_HAVE_AVX2_PASSES
-    else if (bl_avx2_passes())
+    else if (bl_avx2_runs())
         bl_cell_default_rows_avx2(rows, H, u0, u1, g, bias, c, h, pre);
 #endif
     else

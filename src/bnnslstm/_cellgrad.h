@@ -160,7 +160,8 @@ static inline void bl_grad_default_rows(size_t rows, size_t H, const float *pre,
     bl_grad_default_rows_c(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
 }
 
-/* The AVX2 pass (avx2 = 1; -1 where this build or CPU has none) or the C clones' (tests). */
+/* The AVX2 pass (avx2 = 1, wherever the CPU can run it; -1 where this build or CPU has none)
+ * or the C clones' (tests). */
 static inline int bl_grad_default_rows_on(int avx2, size_t rows, size_t H, const float *pre,
                                           const float *cell, const float *cprev,
                                           const float *dy, size_t ldy, const float *dh_next,
@@ -169,7 +170,7 @@ static inline int bl_grad_default_rows_on(int avx2, size_t rows, size_t H, const
     if (!avx2)
         bl_grad_default_rows_c(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
 #if BL_HAVE_AVX2_PASSES
-    else if (bl_avx2_passes())
+    else if (bl_avx2_runs())
         bl_grad_default_rows_avx2(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
 #endif
     else

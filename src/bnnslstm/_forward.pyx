@@ -41,6 +41,7 @@ cdef extern from "_cell.h" nogil:
                                                         const float *bias, float *c, float *h,
                                                         float *pre)
     bint avx2_passes "bl_avx2_passes"()
+    bint avx2_runs "bl_avx2_runs"()
 
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128)
@@ -111,6 +112,11 @@ def _row_splits(rows_rule: bool | None = None) -> int:
 def _avx2_passes() -> bool:
     """Do the default cell's passes run in AVX2 intrinsics on this CPU (tests)?"""
     return avx2_passes()
+
+def _avx2_runs() -> bool:
+    """Can this CPU run the AVX2 intrinsics passes, taken or not (the tests' hooks run them
+    wherever it can)?"""
+    return avx2_runs()
 
 def _cell_pass(float[:, ::1] g, float[::1] bias, float[:, ::1] c, float[:, ::1] h,
                float[:, ::1] pre, size_t u0, size_t u1, bint avx2, bint keep) -> None:

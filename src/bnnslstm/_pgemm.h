@@ -195,7 +195,6 @@ static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W
         const float *src = W + (size_t)(q - q0) * BL_PANEL * ldw;
         int left = rows - (q - q0) * BL_PANEL, r = left < BL_PANEL ? left : BL_PANEL;
         int k0 = 0;
-        const float *next = left > BL_PANEL ? src + BL_PANEL * ldw : NULL;
         if (r == BL_PANEL && !wide)
             for (; k0 + 8 <= k; k0 += 8)
                 for (int h = 0; h < BL_PANEL; h += 8)     /* two 8 x 8 tiles: columns h.. */
@@ -205,8 +204,8 @@ static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W
                 bl_v16 t[BL_PANEL];
                 for (int c = 0; c < BL_PANEL; c++) {
                     t[c] = *(const bl_v16u *)(src + c * ldw + k0);
-                    if (next != NULL && c + BL_PANEL < left)
-                        __builtin_prefetch(next + c * ldw + k0, 0, 1);
+                    if (c + BL_PANEL < left)        /* row c of the next panel */
+                        __builtin_prefetch(src + (c + BL_PANEL) * ldw + k0, 0, 1);
                 }
                 bl_transpose16(t);
                 for (int kk = 0; kk < BL_PANEL; kk++)

@@ -188,11 +188,11 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
  * pause has left out of the caches. A panel goes to k lines a group's width apart, a stride
  * the hardware prefetchers do not follow for stores, so each store waited for its line to come
  * from memory: each tile also fetches for write 16 lines of the next panel (all of them over
- * the panel). Packing 4 MiB from memory into memory (H = 512, alone, caches flushed): 400-420
- * us instead of 840-910. The forward, per-round ratios with / without (as above): 1 thread
+ * the panel). Packing 4 MiB from memory into memory (H = 512, alone, caches flushed): 410-425
+ * us instead of 835-910. The forward, per-round ratios with / without (as above): 1 thread
  * db_inf_h512_b1 0.87-0.89, h512_b4 0.93-0.94, h1024_b4 0.95-0.98, t150 0.95-0.98; 2
- * threads 0.90-0.96, 0.92-0.98, 0.91-0.96, 0.98-1.01; the training shapes' forward 0.99-1.01
- * (at 2 threads t150 1.01-1.05, the others 0.98-1.02), the training step within +-0.3%. */
+ * threads 0.90-0.96, 0.92-0.98, 0.91-0.96, 0.98-1.01; the training shapes' forward 0.99-1.00
+ * (at 2 threads t150 1.01-1.05, the others 0.98), the training step within +-0.3%. */
 BL_CLONES
 static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
                           float *Wp, int fresh)

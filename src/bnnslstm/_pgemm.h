@@ -184,24 +184,26 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
  * 0.95-0.98, h1024_b4 0.98, db_inf_h256_b1_t150 0.97-1.00, the training shapes' 0.98-1.01;
  * at 2 threads 0.99-1.02. Into L1 it lost (0.98-1.06: at H = 1024 the 16 lines, 4 KiB
  * apart, share one L1 set).
- * `fresh`: Wp is where the panels are kept (not a chunk buffer reused while in L2), lines a
- * pause has left out of the caches. A panel goes to k lines a group's width apart, a stride
- * the hardware prefetchers do not follow for stores, so each store waited for its line to come
- * from memory: each tile also fetches for write 16 lines of the next panel (all of them over
- * the panel). Packing 4 MiB from memory into memory (H = 512, alone, caches flushed): 410-425
- * us instead of 835-910. The forward, per-round ratios with / without (as above): 1 thread
- * db_inf_h512_b1 0.87-0.89, h512_b4 0.93-0.94, h1024_b4 0.95-0.98, t150 0.95-0.98; 2
- * threads 0.90-0.96, 0.92-0.98, 0.91-0.96, 0.98-1.01; the training shapes' forward 0.99-1.00
- * (at 2 threads t150 1.01-1.05, the others 0.98), the training step within +-0.3%. */
+ * Panels below `keep_end` (0: none) are where they are kept (not a chunk buffer reused while
+ * in L2), lines a pause has left out of the caches, and this thread's to write. A wide panel
+ * goes to k lines a group's width apart, a stride the hardware prefetchers do not follow for
+ * stores, so each store waited for its line to come from memory: each tile also fetches for
+ * write 16 lines of the next panel (all of them over the panel; the narrow pack's panels are
+ * contiguous, its stores a stream). Packing 4 MiB from memory into memory (H = 512, alone,
+ * caches flushed): 410-425 us instead of 835-910. The forward, per-round ratios with / without
+ * (as above): 1 thread db_inf_h512_b1 0.87-0.89, h512_b4 0.93-0.94, h1024_b4 0.95-0.98, t150
+ * 0.95-0.98; 2 threads 0.90-0.96, 0.92-0.98, 0.91-0.96, 0.98-1.01; the training shapes'
+ * forward 0.99-1.00 (at 2 threads t150 1.01-1.05, the others 0.98), the training step within
+ * +-0.3%. */
 BL_CLONES
 static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
-                          float *Wp, int fresh)
+                          float *Wp, int keep_end)
 {
     const int wide = bl_isa_wide();
     for (int q = q0; q < q1; q++) {
         int ks, nks = 0;
         float *dst = bl_panel(Wp, P, k, q, &ks);
-        float *next = fresh && q + 1 < P ? bl_panel(Wp, P, k, q + 1, &nks) : NULL;
+        float *next = q + 1 < keep_end && wide ? bl_panel(Wp, P, k, q + 1, &nks) : NULL;
         const float *src = W + (size_t)(q - q0) * BL_PANEL * ldw;
         int left = rows - (q - q0) * BL_PANEL, r = left < BL_PANEL ? left : BL_PANEL;
         int k0 = 0;
@@ -233,7 +235,7 @@ static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W
 static inline void bl_pack_panels(int n, int k, const float *W, size_t ldw, float *Wp)
 {
     const int P = (n + BL_PANEL - 1) / BL_PANEL;
-    bl_pack_range(P, 0, P, n, k, W, ldw, Wp, 1);
+    bl_pack_range(P, 0, P, n, k, W, ldw, Wp, P);
 }
 
 /* dst[kk * ks + c] = src[kk * ldw + c] for c < width, kk < k: width is a constant at each call
@@ -592,7 +594,7 @@ bl_pgemm_panels_body(const int wide, int m, int n, int k, const float *A, size_t
             const float *src = W + (size_t)c0 * BL_PANEL * ldw;
             if (keep) {
                 L = buf;
-                bl_pack_range(P, c0, c1, left, k, src, ldw, buf, 1);
+                bl_pack_range(P, c0, c1, left, k, src, ldw, buf, p1);
             } else {
                 L = buf, LP = c1 - c0, o = c0;
                 bl_pack_range(LP, 0, LP, left, k, src, ldw, buf, 0);

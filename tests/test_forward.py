@@ -306,6 +306,14 @@ for _ in range(10):
     if moved:
         break
 assert moved, "no chunk moved between the threads"
+# from 24 panels a gate (H = 400: 25) AVX-512 chunks are whole 3-panel blocks (9 chunks, the
+# last of 1 panel; bl_unit_chunk), AVX2 ones 4 panels: the same results either way
+x = rng.standard_normal((6, 20, 40)).astype(np.float32)
+for frozen, lengths in ((False, None), (True, None), (False, [6] * 10 + [3] * 9 + [1])):
+    lstm = bl.LSTM(40, 400, seed=1)
+    if frozen:
+        lstm.freeze()
+    assert one_then_two(lstm, x, lengths, _unit_splits) == 1, "the units were not split"
 # from 32 rows with W_h of 1 MiB or less (here 441 KiB) the batch rows are split instead,
 # unless that rule is off, or the second half of the rows holds 10% less work than the first
 # (sequences sorted longest first); in every case the results of one thread

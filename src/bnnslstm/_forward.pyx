@@ -21,7 +21,7 @@ from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
     SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats, helper_start, helper_stop,
     online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
-    claim, pgemm_units, run_parts, step_barrier,
+    claim, pgemm_units, run_parts, step_barrier, unit_chunk,
 )
 from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
@@ -555,12 +555,6 @@ cdef struct Units:
     float *cell
     atomic_ulong arrived
     atomic_ulong tickets
-
-cdef inline int unit_chunk(int P) noexcept nogil:
-    """Panels per chunk of a unit split's step, of P per gate: 8 chunks, of 4 panels at least
-    (at H = 256, chunks of 1 or 2 panels ran 1-2% slower than 4), never fewer than 2 chunks
-    (units_loop needs two)."""
-    return max(1, min(max(4, P // 8), P // 2))
 
 cdef void units_chunk(Units *u, size_t t, size_t tc, size_t nc, size_t n_end,
                       const float *hin, float *hout, int p0, int p1, bint rev) noexcept nogil:

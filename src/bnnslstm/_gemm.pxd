@@ -40,6 +40,7 @@ cdef extern from "_pgemm.h" nogil:
     void pgemm_units_job "bl_pgemm_units"(const bl_pgemm_job *job, int p0, int p1)
     size_t direct_floats "bl_direct_floats"(int k)
     bint pf_wanted "bl_pf_wanted"(int m, int n, int k)
+    int unit_chunk "bl_unit_chunk"(int P)
 
 cdef extern from "_bgemm.h" nogil:
     void bgemm "bl_bgemm"(int m, int n, int k, const float *A, size_t lda, int at,

@@ -516,13 +516,14 @@ static inline int bl_block_panels(int wide, int m)
 }
 #define BL_MAX_BLOCK_PANELS BL_GROUP
 
-/* Panels per chunk of a unit split's step (units_loop, _forward.pyx), of P per gate: about 8
- * chunks, 4 panels at least (at H = 256, chunks of 1 or 2 panels ran 1-2% slower than 4), never
- * fewer than 2 chunks. Wide, from 24 panels (H >= 384): whole blocks of 3 panels (the blocking
- * from 5 rows on) instead. Chunks of 4 cut every other block into blocks of 1 and 2 panels, whose
- * fewer accumulators ran the product 5-6% slower (Zen 4, one thread, 64 rows, H = 256 to 1024);
- * chunks of 3, 6 or 12 ran as fast as whole gates. Below 24 panels, chunks of 3 came in odd
- * numbers that the two threads could not halve (H = 128, 16 rows: 9% slower). */
+/* Panels per chunk of a unit split's step (units_loop, _forward.pyx), of P per gate: an eighth
+ * of the gate, 4 panels at least (at H = 256, chunks of 1 or 2 panels ran 1-2% slower than 4),
+ * never fewer than 2 chunks. Wide, from 24 panels (H >= 384): that eighth rounded down to whole
+ * blocks of 3 panels (the blocking from 5 rows on), so that no chunk cuts a block. Chunks of 4
+ * cut every other block into blocks of 1 and 2 panels, whose fewer accumulators ran the product
+ * 4-8% slower than whole gates (Zen 4, one thread, 64 rows, H = 256 to 1024), chunks of 8 at
+ * H = 1024 3-4%; chunks of 3, 6 or 12 ran as fast as whole gates. Below 24 panels, chunks of 3
+ * came in odd numbers that the two threads could not halve (H = 128, 16 rows: 9% slower). */
 static inline int bl_unit_chunk(int P)
 {
     const int per = P / 8, block = bl_block_panels(1, BL_WIDE_ROWS);

@@ -211,10 +211,14 @@ def build_delta(
     p: Problem, dy=None, dhn=None, dcn=None, *, want=("x", "h0", "c0") + GRAD_KEYS,
     x_layout: object = "SNE", y_layout: object = "SNE", strided: bool = False,
     weight_layout: object = 0, state_layout: object = 0, accumulate: bool = False,
-    fill: float = 0.0,
+    fill: float = 0.0, stacked: str | None = None,
 ) -> BuiltDelta:
     """layer_delta_params for problem p: incoming dy/dhn/dcn (None = NULL data) and gradient
-    buffers pre-filled with `fill` for the names in `want` (others NULL)."""
+    buffers pre-filled with `fill` for the names in `want` (others NULL).
+
+    stacked: each weight gradient of the four gates lives in one array [..., 4, H, in], as
+    build's `stacked` (the products' in-place path); "padded": its rows 3 floats longer than
+    the matrix, NaN there, so that a write past a row shows up."""
 
     def desc(a, layout=0, flags=0):
         if a is None:
@@ -241,18 +245,32 @@ def build_delta(
     c0d, grads["c0"] = desc(state if "c0" in want else None, state_layout, flags)
     dp.input_descriptor = bl.LSTMDataDescriptor(data_desc=xd, hidden_desc=h0d,
                                                 cell_state_desc=c0d)
+    def gate_blocks(arrays: list | None) -> list | None:
+        if not stacked or arrays is None or any(a is None or a.ndim != 4 for a in arrays):
+            return None
+        shape = arrays[0].shape[:-2] + (4,) + arrays[0].shape[-2:]
+        pad = 3 if stacked == "padded" else 0
+        block = np.full(shape[:-1] + (shape[-1] + pad,), np.nan, np.float32)
+        block[..., : shape[-1]] = fill
+        return [block[..., k, :, : shape[-1]] for k in range(4)]
+
     for key in GRAD_KEYS:
         grads[key] = [None] * 4
+    sources = (("wx0", p.wx0), ("wx1", p.wx1), ("wh", p.wh), ("wc", p.wc), ("b", p.b))
+    blocks = {key: gate_blocks(arrays) for key, arrays in sources if key in want}
     for k, gate in enumerate(dp.gates):
         pairs = {}
-        for key, arrays in (("wx0", p.wx0), ("wx1", p.wx1), ("wh", p.wh), ("wc", p.wc),
-                            ("b", p.b)):
+        for key, arrays in sources:
             a = None if arrays is None or arrays[k] is None or key not in want else arrays[k]
             layout = weight_layout if key in ("wx0", "wx1", "wh") else 0
             if key == "wc" and a is not None:
                 layout = "Vector" if a.ndim == 3 else weight_layout
-            d, view = desc(None if a is None else np.full(a.shape, fill, np.float32), layout,
-                           flags)
+            if a is not None and blocks.get(key) is not None:
+                view = blocks[key][k]
+                d = bl.NDArrayDescriptor(data=view, layout=_RANKED[layout], flags=flags)
+            else:
+                d, view = desc(None if a is None else np.full(a.shape, fill, np.float32),
+                               layout, flags)
             pairs[key] = d
             grads[key][k] = view
         gate.iw_desc = (pairs["wx0"], pairs["wx1"])

@@ -244,30 +244,62 @@ def test_recurrent_product_in_k_blocks(rng, H, N):
 def test_shared_weight_gradients_are_bit_identical(I, H, L, bidir, S, N, peephole):
     # With two threads on our kernel, the parts share dW_x and dW_h, claiming (k block, row
     # group) items as they finish; the gradients must equal the static halves' and one
-    # thread's bit for bit, whichever part took which items.
-    from bnnslstm._backward import _shared_dw
+    # thread's bit for bit, whichever part took which items. LSTM's gradients are stacked:
+    # the products write them in place (8 gate blocks per layer and direction), and through
+    # scratch they are the same.
+    from bnnslstm._backward import _dw_in_place, _shared_dw
 
     from bnnslstm._blas import _own_products
     rng = np.random.default_rng(7)
     x = rng.standard_normal((S, N, I)).astype(np.float32)
     dy = rng.standard_normal((S, N, (1 + bidir) * H)).astype(np.float32)
     results = []
-    for threads, shared in ((1, True), (2, True), (2, False)):
+    for threads, shared, in_place in ((1, True, True), (2, True, True), (2, False, True),
+                                      (1, True, False), (2, True, False)):
         lstm = bl.LSTM(I, H, L, bidirectional=bidir, peephole=peephole, seed=3)
         lstm.n_threads = threads
         lstm.forward(x, training=True)
         _shared_dw(shared)
+        _dw_in_place(in_place)
         try:
-            before = _shared_dw()
+            before = _shared_dw(), _dw_in_place()
             dx = lstm.backward(dy)[0]
-            used = _shared_dw() - before
+            used = _shared_dw() - before[0], _dw_in_place() - before[1]
         finally:
             _shared_dw(True)
+            _dw_in_place(True)
         expected = L * (1 + bidir) if threads == 2 and shared and peephole != "full" \
             and _own_products() else 0
-        assert used == expected
+        assert used == (expected, 8 * L * (1 + bidir) if in_place else 0)
         results.append([dx] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
-    for one, two in zip(results[0], results[1], strict=True):
-        np.testing.assert_array_equal(one, two)
-    for one, two in zip(results[0], results[2], strict=True):
-        np.testing.assert_array_equal(one, two)
+    for other in results[1:]:
+        for one, two in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(one, two)
+
+
+@pytest.mark.parametrize("stacked, accumulate", [
+    ("dense", False), ("padded", False), ("dense", True), (None, False)])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_weight_gradients_in_place(stacked, accumulate, threads):
+    # The products write dW_x and dW_h straight into the caller's tensors when the four gates'
+    # blocks are stacked with unit column stride and set (not accumulated): the 8 gate blocks
+    # of each (layer, direction). The result equals the reference's, and a padded row's tail
+    # stays as it was.
+    from bnnslstm._backward import _dw_in_place
+    rng = np.random.default_rng(11)
+    p = random_problem(rng, I=24, H=40, N=33, L=2, S=5, bidir=True, scale=0.2)
+    dy, dhn, dcn = incoming(rng, p)
+    fill = 7.0 if accumulate else 0.0
+    before = _dw_in_place()
+    _, delta = run_training(p, dy, dhn, dcn, filter_params=bl.FilterParameters(n_threads=threads),
+                            delta={"stacked": stacked, "accumulate": accumulate, "fill": fill})
+    assert _dw_in_place() - before == (8 * p.L * p.D if stacked and not accumulate else 0)
+    got = delta.read()
+    for key in ("wx0", "wx1", "wh"):
+        for a in got[key]:
+            if a is not None and stacked == "padded":     # the 3 floats after each row
+                tail = np.lib.stride_tricks.as_strided(
+                    a[..., -1:], a.shape[:-1] + (4,), a.strides)[..., 1:]
+                assert np.isnan(tail).all(), key
+        got[key] = [None if a is None else a - fill for a in got[key]]
+    compare(got, ref.backward(p, dy, dhn, dcn), keys=("wx0", "wx1", "wh"))

@@ -8,6 +8,7 @@ weights stay in cache) dX = dA W_x. dA of every step is kept, so that dW_x, dW_h
 otherwise dX) are whole-sequence GEMMs after the loop, as oneDNN does. Layers run top to
 bottom; a layer's dX, through the dropout mask, is the dY of the layer below.
 """
+from libc.limits cimport INT_MAX
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -26,7 +27,7 @@ from bnnslstm._gemm cimport (
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
-    set_error,
+    set_error, weight_ptr,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
@@ -62,6 +63,8 @@ cdef extern from *:
     static atomic_ulong bl_backward_lanes;  /* layers whose two directions ran at once (tests) */
     static int bl_lanes_off;       /* tests and A/B timing: the directions one after the other */
     static int bl_shared_dw_off;   /* tests and A/B timing: the static halves instead */
+    static atomic_ulong bl_backward_dw_in_place;  /* gates' dW_x, dW_h written in place (tests) */
+    static int bl_dw_in_place_off;  /* tests and A/B timing: through scratch and scatter_matrix */
     """
     void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops
@@ -71,6 +74,8 @@ cdef extern from *:
     unsigned long bl_backward_lanes
     int bl_lanes_off
     int bl_shared_dw_off
+    unsigned long bl_backward_dw_in_place
+    int bl_dw_in_place_off
 
 cdef extern from "_blasthreads.h" nogil:
     bint blas_single_enter "bl_blas_single_enter"(const void *sgemm_addr)
@@ -119,6 +124,14 @@ def _shared_dw(enabled: bool | None = None) -> int:
     if enabled is not None:
         bl_shared_dw_off = not enabled
     return bl_backward_shared_dw
+
+def _dw_in_place(enabled: bool | None = None) -> int:
+    """How many gates' dW_x or dW_h so far the products wrote straight into the caller's
+    tensors (gradient_rows); enabled: turn that on or off (tests, A/B timing)."""
+    global bl_dw_in_place_off
+    if enabled is not None:
+        bl_dw_in_place_off = not enabled
+    return bl_backward_dw_in_place
 
 def _helper_products() -> int:
     """How many (layer, direction)s so far ran their whole-sequence products on our two
@@ -421,14 +434,46 @@ cdef struct Grads:
     bl_bgemm_shared dw
 
 cdef void product_at(const Grads *g, int part, int m, int n, const float *a, const float *x,
-                     int ldx, float *c) noexcept nogil:
+                     int ldx, float *c, int ldc) noexcept nogil:
     """C[m x n] = A^T X over the S*N rows: A is m columns of dA (row stride 4H), X [S*N x n]
-    (row stride ldx); on our kernel (with this part's pack buffers) or through the BLAS."""
+    (row stride ldx), C's rows ldc apart; on our kernel (with this part's pack buffers) or
+    through the BLAS."""
     cdef int SN = <int>(g.p.S * g.p.N), G = 4 * <int>g.p.H
     if g.b.own:
-        bgemm(m, n, SN, a, G, 1, x, ldx, c, n, 0, g.b.bgbuf + part * g.b.bgpart)
+        bgemm(m, n, SN, a, G, 1, x, ldx, c, ldc, 0, g.b.bgbuf + part * g.b.bgpart)
     else:
-        gemm_rm(b'T', b'N', m, n, SN, 1.0, a, G, x, ldx, 0.0, c, n)
+        gemm_rm(b'T', b'N', m, n, SN, 1.0, a, G, x, ldx, 0.0, c, ldc)
+
+cdef float *gradient_rows(const Grads *g, bint input, int k0, int k1, int *ld) noexcept nogil:
+    """The caller's dW_x (input) or dW_h of gates [k0, k1) as one row-major block that the
+    products can write in place, its rows *ld floats apart, or NULL: they then write scratch,
+    and scatter_matrix copies it out. In place when every gate is set, not accumulated (D7),
+    with unit column stride, and its rows follow the previous gate's at the same row stride
+    (LSTM's gradients, PyTorch's stacking): no pass over the scratch, whose pages stay
+    untouched (db_train_h1024_b64: 32 MiB)."""
+    cdef const WeightView *v
+    cdef size_t idx, H = g.p.H, s_out = 0
+    cdef float *first = NULL
+    cdef float *at
+    cdef int k
+    if bl_dw_in_place_off:
+        return NULL
+    for k in range(k0, k1):
+        if input:
+            v = grad_input_view(g.p, &g.gr.gate[k], k, g.l, &idx)
+        else:
+            v = &g.gr.gate[k].dwh
+            idx = g.l
+        if v.data == NULL or v.accumulate or v.s_in != 1 or v.s_out > <size_t>INT_MAX:
+            return NULL
+        at = weight_ptr(v, idx, g.d)
+        if k == k0:
+            first, s_out = at, v.s_out
+        elif v.s_out != s_out or at != first + <size_t>(k - k0) * H * s_out:
+            return NULL
+    ld[0] = <int>s_out
+    count_event(&bl_backward_dw_in_place, <unsigned long>(k1 - k0))
+    return first
 
 cdef void dx_part(const Grads *g, int part) noexcept nogil:
     """This part's share of dX = dA W_x (direction 1's into dX2): on our kernel half of
@@ -465,7 +510,8 @@ cdef bint dw_shared(const LSTMPlan *p, const GradPlan *gr, const BWork *b, size_
     return True
 
 cdef void shared_dw_job(Grads *g, int parts) noexcept nogil:
-    """dW_x [4H][in_w] then dW_h [4H][H] in dW: dA^T [X, H_prev] for `parts` threads."""
+    """dW_x [4H][in_w] then dW_h [4H][H], in dW or in place (gradient_rows): dA^T [X, H_prev]
+    for `parts` threads."""
     cdef BWork *b = g.b
     cdef int H = <int>g.p.H, G = 4 * H
     g.dw.m, g.dw.k, g.dw.n1, g.dw.n2 = G, <int>(g.p.S * g.p.N), g.in_w, H
@@ -473,6 +519,13 @@ cdef void shared_dw_job(Grads *g, int parts) noexcept nogil:
     g.dw.B1, g.dw.ldb1, g.dw.B2, g.dw.ldb2 = g.xin, g.ldx, b.hp, b.ldhp
     g.dw.C1, g.dw.ldc1 = b.dW, g.in_w
     g.dw.C2, g.dw.ldc2 = b.dW + <size_t>G * g.in_w, H
+    cdef int ld = 0
+    cdef float *c = gradient_rows(g, True, 0, NGATES, &ld)
+    if c != NULL:
+        g.dw.C1, g.dw.ldc1 = c, ld
+    c = gradient_rows(g, False, 0, NGATES, &ld)
+    if c != NULL:
+        g.dw.C2, g.dw.ldc2 = c, ld
     g.dw.bp, g.dw.ap[0], g.dw.ap[1] = b.bgshared, b.bgbuf, b.bgbuf + b.bgpart
     bgemm_shared_init(&g.dw, parts)
 
@@ -490,10 +543,12 @@ cdef void shared_gradients_part(Grads *g, int part) noexcept nogil:
     if g.dx_after:
         dx_part(g, part)
     bgemm_shared_part(&g.dw, part)
-    for k in range(k0, k0 + 2):
+    for k in range(k0, k0 + 2):     # what was not written in place
         wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
-        scatter_matrix(wv, idx, g.d, g.dw.C1 + <size_t>k * H * in_w, H, in_w)
-        scatter_matrix(&gr.gate[k].dwh, g.l, g.d, g.dw.C2 + <size_t>k * H * H, H, H)
+        if g.dw.C1 == b.dW:
+            scatter_matrix(wv, idx, g.d, g.dw.C1 + <size_t>k * H * in_w, H, in_w)
+        if g.dw.C2 == b.dW + <size_t>G * in_w:
+            scatter_matrix(&gr.gate[k].dwh, g.l, g.d, g.dw.C2 + <size_t>k * H * H, H, H)
     for j in range(2 * H):      # db: the two halves of the column sums of dA (backward_steps)
         dv[j] = b.dbsum[k0 * H + j] + b.dbsum[G + k0 * H + j]
     for k in range(k0, k0 + 2):
@@ -520,25 +575,36 @@ cdef void gradients_part(Grads *g, int part) noexcept nogil:
     cdef const GradGate *gg
     cdef const WeightView *wv
     cdef bint want_x = False, want_h = False, want_b = False
+    cdef int ldx_out = in_w, ldh_out = H    # the products' rows: scratch, or in place
+    cdef float *cx = NULL
+    cdef float *ch = NULL
     for k in range(k0, k1):
         wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
         want_x = want_x or wv.data != NULL
         want_h = want_h or gr.gate[k].dwh.data != NULL
         want_b = want_b or gr.gate[k].db.data != NULL
+    if want_x:
+        cx = gradient_rows(g, True, k0, k1, &ldx_out)
+        if cx == NULL:
+            cx, ldx_out = dW, in_w
+    if want_h:
+        ch = gradient_rows(g, False, k0, k1, &ldh_out)
+        if ch == NULL:
+            ch, ldh_out = dWh, H
     if want_x and want_h and b.own:     # one transposition of dA for both
-        bgemm2(gn, SN, b.dA + g0, G, 1, in_w, g.xin, g.ldx, dW, in_w, H, b.hp, b.ldhp, dWh, H,
-               0, b.bgbuf + part * b.bgpart)
+        bgemm2(gn, SN, b.dA + g0, G, 1, in_w, g.xin, g.ldx, cx, ldx_out, H, b.hp, b.ldhp, ch,
+               ldh_out, 0, b.bgbuf + part * b.bgpart)
     else:
         if want_x:
-            product_at(g, part, gn, in_w, b.dA + g0, g.xin, g.ldx, dW)
+            product_at(g, part, gn, in_w, b.dA + g0, g.xin, g.ldx, cx, ldx_out)
         if want_h:
-            product_at(g, part, gn, H, b.dA + g0, b.hp, <int>b.ldhp, dWh)
-    if want_x:
+            product_at(g, part, gn, H, b.dA + g0, b.hp, <int>b.ldhp, ch, ldh_out)
+    if cx == dW:
         for k in range(k0, k1):
             wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
             if wv.data != NULL:
                 scatter_matrix(wv, idx, g.d, dW + (k - k0) * H * in_w, H, in_w)
-    if want_h:
+    if ch == dWh:
         for k in range(k0, k1):
             if gr.gate[k].dwh.data != NULL:
                 scatter_matrix(&gr.gate[k].dwh, g.l, g.d, dWh + (k - k0) * H * H, H, H)
@@ -553,7 +619,7 @@ cdef void gradients_part(Grads *g, int part) noexcept nogil:
         if gg.dwc.data == NULL:
             continue
         if p.gate[k].peephole == PEEP_FULL:
-            product_at(g, part, H, H, b.dA + k * H, g.cell if k == GATE_O else b.cp, H, dW)
+            product_at(g, part, H, H, b.dA + k * H, g.cell if k == GATE_O else b.cp, H, dW, H)
             scatter_matrix(&gg.dwc, g.l, g.d, dW, H, H)
         else:
             scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cp, H, SN,

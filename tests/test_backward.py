@@ -303,3 +303,26 @@ def test_weight_gradients_in_place(stacked, accumulate, threads):
                 assert np.isnan(tail).all(), key
         got[key] = [None if a is None else a - fill for a in got[key]]
     compare(got, ref.backward(p, dy, dhn, dcn), keys=("wx0", "wx1", "wh"))
+
+
+@pytest.mark.parametrize("x_layout, strided, accumulate, lengths, in_place", [
+    ("SNE", False, False, None, True), ("SNE", False, False, [5, 3, 3, 1], True),
+    ("SNE", False, True, None, False), ("NSE", False, False, None, False),
+    ("SNE", True, False, None, False)])
+@pytest.mark.parametrize("bidir", [False, True])
+def test_dx_in_place(x_layout, strided, accumulate, lengths, in_place, bidir):
+    # Layer 0's loop and products write dL/dx straight into the caller's tensor when it is a
+    # dense [S][N][I] block that is set, not accumulated; padded steps still get 0
+    from bnnslstm._backward import _dx_in_place
+    rng = np.random.default_rng(3)
+    p = random_problem(rng, I=6, H=8, N=4, S=5, L=2, bidir=bidir, lengths=lengths)
+    dy, dhn, dcn = incoming(rng, p)
+    fill = 7.0 if accumulate else np.nan      # a NaN left anywhere fails the comparison
+    before = _dx_in_place()
+    _, delta = run_training(p, dy, dhn, dcn, delta={
+        "x_layout": x_layout, "strided": strided, "accumulate": accumulate, "fill": fill})
+    assert _dx_in_place() - before == in_place
+    got = delta.read()
+    want = ref.backward(p, dy, dhn, dcn)
+    np.testing.assert_allclose(got["x"] - (fill if accumulate else 0.0), want["x"], rtol=RTOL,
+                               atol=ATOL)

@@ -26,8 +26,8 @@ from bnnslstm._gemm cimport (
     pgemm_kblocks, run_parts,
 )
 from bnnslstm._plan cimport (
-    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, WeightView, batch_at, full_peephole_run,
-    set_error, weight_ptr,
+    GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, SeqView, WeightView, batch_at,
+    full_peephole_run, set_error, weight_ptr,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
@@ -64,7 +64,8 @@ cdef extern from *:
     static int bl_lanes_off;       /* tests and A/B timing: the directions one after the other */
     static int bl_shared_dw_off;   /* tests and A/B timing: the static halves instead */
     static atomic_ulong bl_backward_dw_in_place;  /* gates' dW_x, dW_h written in place (tests) */
-    static int bl_dw_in_place_off;  /* tests and A/B timing: through scratch and scatter_matrix */
+    static atomic_ulong bl_backward_dx_in_place;  /* calls whose dX was written in place (tests) */
+    static int bl_in_place_off;    /* tests and A/B timing: every gradient through scratch */
     """
     void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops
@@ -75,7 +76,8 @@ cdef extern from *:
     int bl_lanes_off
     int bl_shared_dw_off
     unsigned long bl_backward_dw_in_place
-    int bl_dw_in_place_off
+    unsigned long bl_backward_dx_in_place
+    int bl_in_place_off
 
 cdef extern from "_blasthreads.h" nogil:
     bint blas_single_enter "bl_blas_single_enter"(const void *sgemm_addr)
@@ -127,11 +129,16 @@ def _shared_dw(enabled: bool | None = None) -> int:
 
 def _dw_in_place(enabled: bool | None = None) -> int:
     """How many gates' dW_x or dW_h so far the products wrote straight into the caller's
-    tensors (gradient_rows); enabled: turn that on or off (tests, A/B timing)."""
-    global bl_dw_in_place_off
+    tensors (gradient_rows); enabled: turn that, and dX's (dx_rows), on or off (tests, A/B
+    timing)."""
+    global bl_in_place_off
     if enabled is not None:
-        bl_dw_in_place_off = not enabled
+        bl_in_place_off = not enabled
     return bl_backward_dw_in_place
+
+def _dx_in_place() -> int:
+    """How many backward calls so far wrote dL/dx straight into the caller's tensor (tests)."""
+    return bl_backward_dx_in_place
 
 def _helper_products() -> int:
     """How many (layer, direction)s so far ran their whole-sequence products on our two
@@ -456,7 +463,7 @@ cdef float *gradient_rows(const Grads *g, bint input, int k0, int k1, int *ld) n
     cdef float *first = NULL
     cdef float *at
     cdef int k
-    if bl_dw_in_place_off:
+    if bl_in_place_off:
         return NULL
     for k in range(k0, k1):
         if input:
@@ -814,6 +821,16 @@ cdef void lanes_task(void *arg, int part) noexcept nogil:
     backward_direction(a.p, a.gr, a.cache, &a.b[part], a.l, part, a.xin, a.ldx, a.in_w,
                        a.need_dx, False)
 
+cdef float *dx_rows(const LSTMPlan *p, const GradPlan *gr) noexcept nogil:
+    """The caller's dL/dx as the [S*N][I] row-major block that layer 0's loop and products
+    can write in place (set, not accumulated, dense), or NULL: they write scratch, and
+    scatter_seq copies it out."""
+    cdef const SeqView *v = &gr.dx
+    if bl_in_place_off or v.data == NULL or v.accumulate or v.se != 1 \
+            or (p.N > 1 and v.sn != p.In) or (p.S > 1 and v.ss != p.N * p.In):
+        return NULL
+    return v.data
+
 cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
                        void *workspace) noexcept nogil:
     cdef BWork lane[2]
@@ -824,6 +841,7 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
     cdef size_t nfloats, l, d, S = p.S, N = p.N, DH = p.D * p.H, SN = p.S * p.N
     cdef const float *xin
     cdef float *dx1
+    cdef float *dx_scratch = NULL     # b.dX while layer 0 writes the caller's dx in place
     cdef int ldx, in_w
     cdef bint need_dx, two_lanes = backward_lanes(p)
     cdef bl_fpstate fpstate
@@ -845,6 +863,8 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
             else:                  # padded steps of x become 0: they must not reach dW_x
                 gather_seq(&p.x, S, N, p.In, p, b.xin)
                 xin, ldx = b.xin, in_w
+            if dx_rows(p, gr) != NULL:
+                dx_scratch, b.dX = b.dX, dx_rows(p, gr)
         else:
             in_w, ldx = <int>p.W1, <int>DH
             if cache.dropout:
@@ -874,6 +894,9 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
                 apply_mask(b.dX, cache_mask(p, cache, l - 1), SN * DH, p.dropout, b.dY)
             else:
                 memcpy(b.dY, b.dX, SN * DH * sizeof(float))
+        elif dx_scratch != NULL:
+            b.dX = dx_scratch
+            count_event(&bl_backward_dx_in_place, 1)
         elif need_dx:
             scatter_seq(&gr.dx, S, N, p.In, b.dX, gr.dx.accumulate)
     ftz_leave(fpstate)

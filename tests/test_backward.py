@@ -326,3 +326,30 @@ def test_dx_in_place(x_layout, strided, accumulate, lengths, in_place, bidir):
     want = ref.backward(p, dy, dhn, dcn)
     np.testing.assert_allclose(got["x"] - (fill if accumulate else 0.0), want["x"], rtol=RTOL,
                                atol=ATOL)
+
+
+def test_in_place_gradients_with_direction_lanes():
+    # Both directions of each layer on a thread of their own (H = 128, 2 threads): dW and dX
+    # in place or through scratch, bit for bit the same
+    from bnnslstm._backward import _direction_lanes, _dw_in_place, _dx_in_place
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((7, 9, 24)).astype(np.float32)
+    dy = rng.standard_normal((7, 9, 256)).astype(np.float32)
+    results = []
+    for in_place in (True, False):
+        lstm = bl.LSTM(24, 128, 2, bidirectional=True, seed=1)
+        lstm.n_threads = 2
+        lstm.forward(x, training=True)
+        _dw_in_place(in_place)
+        try:
+            before = _direction_lanes(), _dx_in_place()
+            dx = lstm.backward(dy)[0]
+            assert _dx_in_place() - before[1] == in_place
+            lanes = _direction_lanes() - before[0]
+        finally:
+            _dw_in_place(True)
+        results.append([dx] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+    from bnnslstm._blas import _own_products
+    assert lanes == (2 if _own_products() else 0)
+    for one, two in zip(*results, strict=True):
+        np.testing.assert_array_equal(one, two)

@@ -841,6 +841,7 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
     cdef size_t nfloats, l, d, S = p.S, N = p.N, DH = p.D * p.H, SN = p.S * p.N
     cdef const float *xin
     cdef float *dx1
+    cdef float *dx_out
     cdef float *dx_scratch = NULL     # b.dX while layer 0 writes the caller's dx in place
     cdef int ldx, in_w
     cdef bint need_dx, two_lanes = backward_lanes(p)
@@ -863,8 +864,9 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
             else:                  # padded steps of x become 0: they must not reach dW_x
                 gather_seq(&p.x, S, N, p.In, p, b.xin)
                 xin, ldx = b.xin, in_w
-            if dx_rows(p, gr) != NULL:
-                dx_scratch, b.dX = b.dX, dx_rows(p, gr)
+            dx_out = dx_rows(p, gr)
+            if dx_out != NULL:
+                dx_scratch, b.dX = b.dX, dx_out
         else:
             in_w, ldx = <int>p.W1, <int>DH
             if cache.dropout:

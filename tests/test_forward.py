@@ -314,7 +314,7 @@ for frozen, lengths in ((False, None), (True, None), (False, [6] * 10 + [3] * 9 
     if frozen:
         lstm.freeze()
     assert one_then_two(lstm, x, lengths, _unit_splits) == 1, "the units were not split"
-# from 32 rows with W_h of 1 MiB or less (here 441 KiB) the batch rows are split instead,
+# from 32 rows with W_h of 16 MiB or less (here 441 KiB) the batch rows are split instead,
 # unless that rule is off, or the second half of the rows holds 10% less work than the first
 # (sequences sorted longest first); in every case the results of one thread
 x = rng.standard_normal((9, 40, 40)).astype(np.float32)
@@ -326,6 +326,10 @@ for lengths in ([9] * 21 + [8] * 19, [9] * 20 + [4] * 19 + [1]):    # 161, 77 ag
 _row_splits(False)
 assert one_then_two(lstm, x, None, _unit_splits) == 2, "the rule is still on"
 _row_splits(True)
+# W_h of 4 MiB (H = 512) splits by rows at 32 rows; 18.5 MiB (H = 1076) by units
+x = rng.standard_normal((2, 32, 40)).astype(np.float32)
+assert one_then_two(bl.LSTM(40, 512, seed=1), x, None, _row_splits) == 1, "rows not split"
+assert one_then_two(bl.LSTM(40, 1076, seed=1), x, None, _unit_splits) == 1, "units not split"
 # ... also where each thread projects its rows' input in chunks inside its time loop (S*N*4H
 # floats of 16 MiB)
 x = rng.standard_normal((256, 32, 40)).astype(np.float32)

@@ -58,13 +58,15 @@ cdef enum:
     # measured within 2%)
     PROJ_CHUNK_X_BYTES = 128 << 10
     # A unit split hands h between the threads at every step; a row split hands nothing over
-    # but has each thread stream all of W_h. With W_h this small, 16 rows or more a thread and
-    # halves of the same work (rows_balanced), the rows ran as fast or faster on the Zen 1 (2
-    # threads, a 125 ms pause before each call as in the benchmark, rows/units: H = 128 0.93-0.98,
-    # H = 256 0.94-1.00, training steps 0.95-1.00); the units stay faster where W_h streams
-    # from memory at few rows (16 rows: H = 512 1.045, H = 1024 1.08) and tie at H >= 512 from
-    # 32 rows, where they degrade less beside a busy process (BENCHMARKS.md, 32nd session)
-    ROWS_MAX_WH_BYTES = 1 << 20
+    # but has each thread stream all of W_h. With W_h this small (H <= 1024), 16 rows or more
+    # a thread and halves of the same work (rows_balanced), the rows ran faster on the Zen 4
+    # (2 threads, 125 ms pauses, rows/units per round: forward H = 512 0.93-0.95, H = 1024
+    # 0.95-0.97 at 32, 64 and 128 rows; training steps 0.96-0.99); at H = 1536 (36 MiB, from
+    # memory) the units won at 32 rows (1.04) and tied at 64. The units degrade less beside a
+    # process busy on the other core (h1024's forward 271 against 311 ms; both slower than one
+    # thread there). The Zen 1 (8 MiB of L3) had them tie at H = 512 (BENCHMARKS.md, 32nd and
+    # 38th sessions).
+    ROWS_MAX_WH_BYTES = 16 << 20
 
 cdef extern from *:
     """

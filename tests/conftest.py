@@ -8,6 +8,18 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def two_threads_on_small_problems():
+    """The tests' problems are small: keep the two-thread paths they check (bit-identical to
+    one thread) from being skipped for calls below HELPER_MIN_MACS
+    (test_small_calls_stay_on_one_thread checks that rule)."""
+    from bnnslstm._forward import _helper_size_rule
+
+    _helper_size_rule(False)
+    yield
+    _helper_size_rule(True)
+
+
 @pytest.fixture
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A distinct, reproducible random stream per test."""

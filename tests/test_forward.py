@@ -260,9 +260,10 @@ import numpy as np, bnnslstm as bl
 from bnnslstm._backward import (_blas_single_threads, _direction_lanes, _helper_loops,
                                 _helper_products)
 from bnnslstm._blas import _own_products
-from bnnslstm._forward import (_helper_calls, _projection_chunks, _row_splits, _unit_moves,
-                               _unit_splits)
+from bnnslstm._forward import (_helper_calls, _helper_size_rule, _projection_chunks,
+                               _row_splits, _unit_moves, _unit_splits)
 rng = np.random.default_rng(0)
+_helper_size_rule(False)        # small problems: the two-thread paths all the same
 
 
 def one_then_two(lstm, x, lengths, counter):
@@ -385,6 +386,29 @@ for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, u
         assert np.array_equal(a, b)
 print("ok")
 """
+
+
+def test_small_calls_stay_on_one_thread():
+    # Below HELPER_MIN_MACS (4M multiply-adds) starting a second thread cost more than it
+    # saved: a call runs on one thread, the same results; from it on, two (here W_h of H = 128,
+    # HELPER_MIN_WEIGHTS, and 4 * 128 * (128 + 128) * N * T multiply-adds: 131072 * N * T)
+    from bnnslstm._forward import _helper_calls, _helper_size_rule
+
+    lstm = bl.LSTM(128, 128, seed=1)
+    lstm.n_threads = 2
+    _helper_size_rule(True)
+    try:
+        for (T, N), started in (((1, 1), 0), ((25, 1), 0), ((4, 7), 0), ((8, 4), 1),
+                                ((32, 1), 1)):
+            x = np.random.default_rng(T).standard_normal((T, N, 128)).astype(np.float32)
+            before = _helper_calls()
+            y, _ = lstm.forward(x)
+            assert _helper_calls() - before == started, (T, N)
+            lstm.n_threads = 1
+            assert np.array_equal(y, lstm.forward(x)[0])
+            lstm.n_threads = 2
+    finally:
+        _helper_size_rule(False)
 
 
 def test_helper_thread_is_bit_identical():

@@ -44,8 +44,14 @@ cdef extern from "_cell.h" nogil:
     bint avx2_runs "bl_avx2_runs"()
 
 cdef enum:
-    # A helper thread pays off once a step streams this many weights (measured: H = 128)
+    # A helper thread pays off once a step streams this many weights (measured: H = 128) ...
     HELPER_MIN_WEIGHTS = 4 * 128 * 128
+    # ... and the call makes this many multiply-adds: starting the thread took 60-110 us on the
+    # Zen 4 VM (more after a pause), and smaller calls ran slower with it than without (one
+    # thread's 150-600 us; 2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25: 1.20-1.74;
+    # H = 256, T = 1 to 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; from 4.2M
+    # multiply-adds 0.76-0.89, except H = 256 at T = 8 1.05 and N = 4, H = 512, T = 1 1.12)
+    HELPER_MIN_MACS = 4 << 20
     # The projection of all steps at once writes S*N*4H gates: from this size on they no
     # longer stay in L3 for the time loop, which then projects a few steps at a time into a
     # gate buffer that stays in L2 (db_train_h256_b64_t150's forward: 5-7% faster at 1
@@ -77,6 +83,7 @@ cdef extern from *:
     static atomic_ulong bl_unit_moves;  /* chunks a unit split's thread took from the other's half */
     static atomic_ulong bl_row_splits;  /* time loops split in batch rows (tests) */
     static int bl_rows_rule_off;   /* tests and A/B timing: unit splits where rows_better */
+    static int bl_size_rule_off;   /* tests: a helper thread however small the call */
     """
     void count_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_helper_calls
@@ -85,6 +92,7 @@ cdef extern from *:
     unsigned long bl_unit_moves
     unsigned long bl_row_splits
     int bl_rows_rule_off
+    int bl_size_rule_off
 
 def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
@@ -192,6 +200,14 @@ cdef struct Workspace:
     float *tmp      # [2][H]    act_hidden(c) of one row, per thread
     int ldx         # row stride of x when used in place
 
+def _helper_size_rule(enabled: bool | None = None) -> bool:
+    """Is a call below HELPER_MIN_MACS kept on one thread; enabled: turn that on or off
+    (tests exercise the two-thread paths on small problems)."""
+    global bl_size_rule_off
+    if enabled is not None:
+        bl_size_rule_off = not enabled
+    return not bl_size_rule_off
+
 # ---------------------------------------------------------------------------------------------
 # workspace
 
@@ -199,11 +215,18 @@ cdef long allowed_threads(const LSTMPlan *p) noexcept nogil:
     """Our threads for a call: n_threads, 0 = the online CPUs."""
     return <long>p.n_threads if p.n_threads > 0 else online_cpus()
 
+cdef size_t call_macs(const LSTMPlan *p) noexcept nogil:
+    """Multiply-adds of the call's products: S*N*4H*(in + H) per layer and direction."""
+    cdef size_t widths = p.In + p.L * p.H + (p.L - 1) * p.W1
+    return p.S * p.N * p.D * 4 * p.H * widths
+
 cdef bint use_helper(const LSTMPlan *p) noexcept nogil:
-    """Is a second thread allowed and worth its hand-offs in the time loops? Not for one step
-    on frozen weights: starting it cost more than it saved (db_inf_h512_b1 at T = 1 after a
-    pause: 0.82 ms with it, 0.59 without; back to back 0.19-0.26 against 0.17-0.21)."""
+    """Is a second thread allowed and worth its hand-offs in the time loops? Not for small
+    calls (HELPER_MIN_MACS), nor for one step on frozen weights: starting it cost more than it
+    saved (db_inf_h512_b1 at T = 1 after a pause: 0.82 ms with it, 0.59 without; back to back
+    0.19-0.26 against 0.17-0.21)."""
     return allowed_threads(p) >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS \
+        and (bl_size_rule_off or call_macs(p) >= HELPER_MIN_MACS) \
         and not (p.frozen != NULL and p.S == 1)
 
 cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:

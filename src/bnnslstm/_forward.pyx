@@ -50,7 +50,8 @@ cdef enum:
     # Zen 4 VM (more after a pause), and smaller calls ran slower with it than without (one
     # thread's 150-600 us; 2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25: 1.20-1.74;
     # H = 256, T = 1 to 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; from 4.2M
-    # multiply-adds 0.76-0.89, except H = 256 at T = 8 1.05 and N = 4, H = 512, T = 1 1.12)
+    # multiply-adds 0.76-0.89, except H = 256 at T = 8 1.05 and N = 4, H = 512, T = 1 1.12;
+    # the bound of the backward's products, PRODUCTS_MIN_MACS)
     HELPER_MIN_MACS = 4 << 20
     # The projection of all steps at once writes S*N*4H gates: from this size on they no
     # longer stay in L3 for the time loop, which then projects a few steps at a time into a

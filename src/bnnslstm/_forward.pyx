@@ -47,11 +47,12 @@ cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128) ...
     HELPER_MIN_WEIGHTS = 4 * 128 * 128
     # ... and the call makes this many multiply-adds: starting the thread took 60-110 us on the
-    # Zen 4 VM (more after a pause), and smaller calls ran slower with it than without (one
-    # thread's 150-600 us; 2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25: 1.20-1.74;
-    # H = 256, T = 1 to 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; from 4.2M
-    # multiply-adds 0.76-0.89, except H = 256 at T = 8 1.05 and N = 4, H = 512, T = 1 1.12;
-    # the bound of the backward's products, PRODUCTS_MIN_MACS)
+    # Zen 4 VM (more after a pause), and most smaller calls ran slower with it than without
+    # (one thread's 150-900 us; 2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25:
+    # 1.20-1.74; H = 256, T = 1 to 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; but
+    # single steps at H = 384 and 512 0.94 and 0.89); from 4.2M mostly 0.76-0.90 (H = 256 at
+    # T = 8 1.05, N = 4, H = 512, T = 1 1.12). The bound of the backward's products too
+    # (PRODUCTS_MIN_MACS).
     HELPER_MIN_MACS = 4 << 20
     # The projection of all steps at once writes S*N*4H gates: from this size on they no
     # longer stay in L3 for the time loop, which then projects a few steps at a time into a
@@ -64,15 +65,15 @@ cdef enum:
     # ... each chunk reading about this much of x (1 to 2 steps at N = 64; 64 KiB to 1 MiB
     # measured within 2%)
     PROJ_CHUNK_X_BYTES = 128 << 10
-    # A unit split hands h between the threads at every step; a row split hands nothing over
-    # but has each thread stream all of W_h. With W_h this small (H <= 1024), 16 rows or more
-    # a thread and halves of the same work (rows_balanced), the rows ran faster on the Zen 4
-    # (2 threads, 125 ms pauses, rows/units per round: forward H = 512 0.93-0.95, H = 1024
-    # 0.95-0.97 at 32, 64 and 128 rows; training steps 0.96-0.99); at H = 1536 (36 MiB, from
-    # memory) the units won at 32 rows (1.04) and tied at 64. The units degrade less beside a
-    # process busy on the other core (h1024's forward 271 against 311 ms; both slower than one
-    # thread there). The Zen 1 (8 MiB of L3) had them tie at H = 512 (BENCHMARKS.md, 32nd and
-    # 38th sessions).
+    # A unit split hands h between the threads at every step; a row split hands nothing over but
+    # has each thread stream all of W_h. With W_h this small (H <= 1024), 16 rows or more a
+    # thread and halves of the same work (rows_balanced), the rows ran faster on the Zen 4 (2
+    # threads, 125 ms pauses, rows/units per round: forward H = 512 0.93-0.95, H = 1024
+    # 0.95-0.97 at 32, 64 and 128 rows; training steps 0.96-1.03, mostly below 1); at H = 1536
+    # (36 MiB, from memory) the units won at 32 rows (1.04) and tied at 64. The units degrade
+    # less beside a process busy on the other core (h1024's forward 271 against 311 ms; both
+    # slower than one thread there). The Zen 1 (8 MiB of L3) had them tie at H = 512
+    # (BENCHMARKS.md, 32nd and 38th sessions).
     ROWS_MAX_WH_BYTES = 16 << 20
 
 cdef extern from *:

@@ -196,8 +196,9 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
  * forward 0.99-1.00 (at 2 threads t150 1.01-1.05, the others 0.98), the training step within
  * +-0.3%. The tile's 16 loads come before its prefetches: interleaved with them (and their
  * conditions), gcc 12 kept the tile on the stack. Zen 4, 4 MiB in L3: 178-183 us, now 119-133
- * (from memory the same, 275-280); a one-step forward at H = 512, N = 1, back to back: 0.53
- * -> 0.38 ms, db_inf_h512_b1 2.27 -> 2.13 (frozen 1.84). */
+ * (from memory 275-280 either way into kept panels, 608 -> 347 into a chunk buffer); a
+ * one-step forward at H = 512, N = 1, back to back: 0.53 -> 0.38 ms, db_inf_h512_b1 2.27 ->
+ * 2.13 (frozen 1.84). */
 BL_CLONES
 static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
                           float *Wp, int keep_end)

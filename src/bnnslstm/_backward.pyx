@@ -20,10 +20,10 @@ from bnnslstm._checked cimport add_ovf, mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, direction_lanes, use_helper
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats, bgemm_ok,
-    bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared, bl_helper,
-    gemm_rm, helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size, pgemm,
-    pgemm_kblocks, run_parts,
+    HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats,
+    bgemm_ok, bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared,
+    bl_helper, gemm_rm, helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size,
+    pgemm, pgemm_kblocks, run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, SeqView, WeightView, batch_at,
@@ -104,9 +104,6 @@ cdef enum:
     # 1% faster at 1 thread, 6% slower at 2, where each thread has 8 rows). Not a bound on
     # rows per thread: dX must not depend on n_threads.
     LOOP_DX_MIN_ROWS = 32
-    # The products' multiply-adds from which the helper pays for its start and stop (55-59 us,
-    # measured through _forward._pgemm on a 1x16x16 product)
-    PRODUCTS_MIN_MACS = 1 << 22
 
 def _blas_single_threads() -> bool:
     """Would the whole-sequence products run on a single-threaded BLAS (tests)?"""
@@ -786,7 +783,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     single = not b.own and blas_single_enter(current_sgemm())
     split_products = may_split and (b.own or single) and allowed_threads(p) >= 2 \
         and p.S * N * 4 * p.H * (<size_t>in_w * (2 if grads.dx_after else 1) + p.H) \
-        >= PRODUCTS_MIN_MACS
+        >= HELPER_MIN_MACS
     if helper_on and not split_products:
         helper_stop(&helper)
         helper_on = False

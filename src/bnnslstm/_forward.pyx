@@ -19,9 +19,9 @@ from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
-    SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats, helper_start, helper_stop,
-    online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
-    claim, pgemm_units, run_parts, step_barrier, unit_chunk,
+    HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats,
+    helper_start, helper_stop, online_cpus, pack_gates, pack_panels_t, packed_size, pgemm,
+    pgemm_direct, pgemm_packing, claim, pgemm_units, run_parts, step_barrier, unit_chunk,
 )
 from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
@@ -44,16 +44,9 @@ cdef extern from "_cell.h" nogil:
     bint avx2_runs "bl_avx2_runs"()
 
 cdef enum:
-    # A helper thread pays off once a step streams this many weights (measured: H = 128) ...
+    # A helper thread pays off once a step streams this many weights (measured: H = 128),
+    # and a call makes HELPER_MIN_MACS multiply-adds (_gemm.pxd)
     HELPER_MIN_WEIGHTS = 4 * 128 * 128
-    # ... and the call makes this many multiply-adds: starting the thread took 60-110 us on the
-    # Zen 4 VM (more after a pause), and most smaller calls ran slower with it than without
-    # (one thread's 150-900 us; 2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25:
-    # 1.20-1.74; H = 256, T = 1 to 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; but
-    # single steps at H = 384 and 512 0.94 and 0.89); from 4.2M mostly 0.76-0.90 (H = 256 at
-    # T = 8 1.05, N = 4, H = 512, T = 1 1.12). The bound of the backward's products too
-    # (PRODUCTS_MIN_MACS).
-    HELPER_MIN_MACS = 4 << 20
     # The projection of all steps at once writes S*N*4H gates: from this size on they no
     # longer stay in L3 for the time loop, which then projects a few steps at a time into a
     # gate buffer that stays in L2 (db_train_h256_b64_t150's forward: 5-7% faster at 1

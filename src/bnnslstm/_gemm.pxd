@@ -73,6 +73,15 @@ cdef enum:
     # backward) from this many rows each; below, the forward splits the panels of each product
     # (small batches are bound by streaming W_h, which the row split would stream twice).
     SPLIT_MIN_ROWS = 8
+    # The multiply-adds from which a helper thread pays for its start and stop: a forward or
+    # backward call below it runs on one thread (_forward.use_helper), and so do the backward's
+    # whole-sequence products. Starting it took 55-59 us (a 1x16x16 product through
+    # _forward._pgemm) and, on the Zen 4 VM, 60-110 us; smaller calls mostly ran slower with it
+    # (2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25: 1.20-1.74; H = 256, T = 1 to
+    # 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; but single steps at H = 384 and
+    # 512 0.94 and 0.89); from 4.2M mostly 0.76-0.90 (H = 256 at T = 8 1.05, N = 4, H = 512,
+    # T = 1 1.12)
+    HELPER_MIN_MACS = 1 << 22
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta,

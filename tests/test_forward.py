@@ -389,24 +389,28 @@ print("ok")
 
 
 def test_small_calls_stay_on_one_thread():
-    # Below HELPER_MIN_MACS (4M multiply-adds) starting a second thread cost more than it
-    # saved: a call runs on one thread, the same results; from it on, two (here W_h of H = 128,
-    # HELPER_MIN_WEIGHTS, and 4 * 128 * (128 + 128) * N * T multiply-adds: 131072 * N * T)
+    # Below HELPER_MIN_MACS (2M multiply-adds) handing half of each product to the helper cost
+    # more than it saved: a call runs on one thread, the same results; from it on, two (here
+    # W_h of H = 128, HELPER_MIN_WEIGHTS, and 4 * 128 * (128 + 128) * N * T multiply-adds:
+    # 131072 * N * T), frozen weights alike (a single step too)
     from bnnslstm._forward import _helper_calls, _helper_size_rule
 
     lstm = bl.LSTM(128, 128, seed=1)
-    lstm.n_threads = 2
+    frozen = bl.LSTM(128, 128, seed=1)
+    frozen.freeze()
+    lstm.n_threads = frozen.n_threads = 2
     _helper_size_rule(True)
     try:
-        for (T, N), started in (((1, 1), 0), ((25, 1), 0), ((4, 7), 0), ((8, 4), 1),
-                                ((32, 1), 1)):
-            x = np.random.default_rng(T).standard_normal((T, N, 128)).astype(np.float32)
-            before = _helper_calls()
-            y, _ = lstm.forward(x)
-            assert _helper_calls() - before == started, (T, N)
-            lstm.n_threads = 1
-            assert np.array_equal(y, lstm.forward(x)[0])
-            lstm.n_threads = 2
+        for layer in (lstm, frozen):
+            for (T, N), started in (((1, 1), 0), ((8, 1), 0), ((4, 3), 0), ((1, 15), 0),
+                                    ((16, 1), 1), ((4, 4), 1), ((1, 16), 1), ((25, 1), 1)):
+                x = np.random.default_rng(T).standard_normal((T, N, 128)).astype(np.float32)
+                before = _helper_calls()
+                y, _ = layer.forward(x)
+                assert _helper_calls() - before == started, (T, N)
+                layer.n_threads = 1
+                assert np.array_equal(y, layer.forward(x)[0])
+                layer.n_threads = 2
     finally:
         _helper_size_rule(False)
 

@@ -29,6 +29,7 @@ CASES = [   # (I, H, N, L, S, bidir, peephole, lengths, strided, stacked)
     (8, 24, 1, 1, 1, False, None, None, False, True),         # streaming: one step per call
     (10, 32, 20, 1, 5, True, None, [5, 5, 1] + [3] * 17, False, True),   # rows split (2 threads)
     (7, 130, 2, 2, 3, True, None, None, False, False),       # helper thread (H >= 128)
+    (9, 130, 3, 2, 1, False, None, None, False, True),       # helper thread, one step
 ]
 
 

@@ -22,7 +22,7 @@ from bnnslstm._forward cimport allowed_threads, default_cell, direction_lanes, u
 from bnnslstm._gemm cimport (
     HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats,
     bgemm_ok, bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared,
-    bl_helper, gemm_rm, helper_start, helper_stop, pack_kblocks, pack_panels_t, packed_size,
+    bl_helper, gemm_rm, pack_kblocks, pack_panels_t, packed_size,
     pgemm, pgemm_kblocks, run_parts,
 )
 from bnnslstm._plan cimport (
@@ -30,6 +30,7 @@ from bnnslstm._plan cimport (
     full_peephole_run, set_error, weight_ptr,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
+from bnnslstm._worker cimport helper_start, helper_stop
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, scatter_matrix, scatter_vector, weights_place,
     weights_regions,

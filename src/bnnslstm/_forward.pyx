@@ -20,13 +20,14 @@ from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
     HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats,
-    helper_start, helper_stop, online_cpus, pack_gates, pack_panels_t, packed_size, pgemm,
+    online_cpus, pack_gates, pack_panels_t, packed_size, pgemm,
     pgemm_direct, pgemm_packing, claim, pgemm_units, run_parts, step_barrier, unit_chunk,
 )
 from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
     set_error,
 )
+from bnnslstm._worker cimport helper_start, helper_stop
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, weights_place, weights_regions,
@@ -217,12 +218,10 @@ cdef size_t call_macs(const LSTMPlan *p) noexcept nogil:
 
 cdef bint use_helper(const LSTMPlan *p) noexcept nogil:
     """Is a second thread allowed and worth its hand-offs in the time loops? Not for small
-    calls (HELPER_MIN_MACS), nor for one step on frozen weights: starting it cost more than it
-    saved (db_inf_h512_b1 at T = 1 after a pause: 0.82 ms with it, 0.59 without; back to back
-    0.19-0.26 against 0.17-0.21)."""
+    calls (HELPER_MIN_MACS; one step on frozen weights at H = 512 is 2M: 0.59 of one
+    thread's time back to back, 0.98 after a pause)."""
     return allowed_threads(p) >= 2 and 4 * p.H * p.H >= HELPER_MIN_WEIGHTS \
-        and (bl_size_rule_off or call_macs(p) >= HELPER_MIN_MACS) \
-        and not (p.frozen != NULL and p.S == 1)
+        and (bl_size_rule_off or call_macs(p) >= HELPER_MIN_MACS)
 
 cdef int direction_lanes(const LSTMPlan *p) noexcept nogil:
     """2 when the two directions of a bidirectional layer run at once, one per thread (each

@@ -10,8 +10,6 @@ cdef extern from "_helper.h" nogil:
     ctypedef struct bl_helper:
         int running
     ctypedef void (*task_fn "bl_task_fn")(void *arg, int part) noexcept nogil
-    int helper_start "bl_helper_start"(bl_helper *h)
-    void helper_stop "bl_helper_stop"(bl_helper *h)
     void run_parts "bl_run_parts"(bl_helper *h, task_fn fn, void *arg)
     long online_cpus "bl_online_cpus"()
     ctypedef unsigned long atomic_ulong
@@ -73,15 +71,17 @@ cdef enum:
     # backward) from this many rows each; below, the forward splits the panels of each product
     # (small batches are bound by streaming W_h, which the row split would stream twice).
     SPLIT_MIN_ROWS = 8
-    # The multiply-adds from which a helper thread pays for its start and stop: a forward or
-    # backward call below it runs on one thread (_forward.use_helper), and so do the backward's
-    # whole-sequence products. Starting it took 55-59 us (a 1x16x16 product through
-    # _forward._pgemm) and, on the Zen 4 VM, 60-110 us; smaller calls mostly ran slower with it
-    # (2 threads / 1, 10 ms pauses: N = 1, H = 128, T = 1 to 25: 1.20-1.74; H = 256, T = 1 to
-    # 4: 1.10-1.29; N = 4, T = 1: H = 128 1.57, H = 256 1.52; but single steps at H = 384 and
-    # 512 0.94 and 0.89); from 4.2M mostly 0.76-0.90 (H = 256 at T = 8 1.05, N = 4, H = 512,
-    # T = 1 1.12)
-    HELPER_MIN_MACS = 1 << 22
+    # The multiply-adds from which the helper pays for its hand-off: a forward or backward call
+    # below it runs on one thread (_forward.use_helper), and so do the backward's whole-sequence
+    # products. The helper is each calling thread's worker, kept between calls (_worker.h): 2
+    # threads / 1 on the Zen 4 VM, back to back, N = 1: H = 128, T = 1 0.78; H = 256, T = 1
+    # 0.68; H = 128 at 16 rows, T = 1 0.68; frozen, H = 512, T = 1 0.59. After 10 ms pauses
+    # (the worker parked, the caches cold) calls below 2M mostly lost (H = 128: T = 1 1.24, T =
+    # 8 1.05-1.17; H = 256, T = 1 0.94-0.97, T = 2 0.86-1.05), from 2M they break even or win
+    # (0.85-1.12: H = 128 at T = 16 and 25 1.05-1.08, 8 rows at T = 2 1.12; H = 256, T = 4 0.88-0.97;
+    # frozen H = 512, T = 1 0.98, N = 4 0.89). With a thread started per call (60-110 us) the
+    # bound was 4M.
+    HELPER_MIN_MACS = 1 << 21
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
                          const float *a, int lda, const float *b, int ldb, float beta,

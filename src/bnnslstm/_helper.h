@@ -5,8 +5,13 @@
  * runs part 1. Each output element is computed by the same code in the same
  * order either way, so results are bit-identical to one thread.
  *
- * Hand-off per task: the caller publishes it and bumps `epoch` (release); the helper, spinning
- * then yielding, sees it (acquire), runs it, and stores the epoch into `done`.
+ * The helper is a worker thread kept by each calling thread between its calls (_worker.h:
+ * started on first use, parked when idle, joined when its owner exits); a call borrows it
+ * (bl_helper_start) and gives it back (bl_helper_stop).
+ *
+ * Hand-off per task: the caller publishes it and bumps `epoch`; the worker, spinning, then
+ * yielding, then parked (waking it takes the lock only when it is parked), sees it
+ * (acquire), runs it, and stores the epoch into `done`.
  */
 #ifndef BNNSLSTM_HELPER_H
 #define BNNSLSTM_HELPER_H
@@ -19,17 +24,28 @@
 #include <stdatomic.h>
 #include <unistd.h>
 
-#include "_activations.h"   /* bl_ftz_enter */
+#include <sys/types.h>   /* pid_t */
 
 typedef void (*bl_task_fn)(void *arg, int part);
 
-typedef struct {
+typedef struct bl_worker {
     pthread_t thread;
-    int running;
+    pid_t pid;                  /* the process that started it (a fork's child has no worker) */
+    int busy;                   /* lent to a call of its owner (only the owner reads or writes) */
+    int excluded;               /* the CPU its affinity leaves out, -1 if none */
+    pthread_mutex_t lock;       /* parking: the worker sleeps on `wake` under `lock` */
+    pthread_cond_t wake;
+    atomic_int parked;
     atomic_uint epoch, done;
     atomic_int quit;
-    bl_task_fn fn;   /* the task: fn(arg, 1) on the helper */
+    bl_task_fn fn;              /* the task: fn(arg, 1) on the worker */
     void *arg;
+} bl_worker;
+
+/* A call's hold on its thread's worker: running 0 means one thread (no worker available). */
+typedef struct {
+    bl_worker *w;
+    int running;
 } bl_helper;
 
 static inline void bl_relax(unsigned spins)
@@ -45,59 +61,18 @@ static inline void bl_relax(unsigned spins)
     }
 }
 
-static void *bl_helper_main(void *arg)
+/* Hand the worker its next task (or its quit). The worker marks itself parked under the lock
+ * and then reads the epoch; we bump the epoch and then read the mark (both sequentially
+ * consistent), so one of us sees the other: it does not sleep through the task. */
+static inline unsigned bl_worker_post(bl_worker *w)
 {
-    bl_helper *h = (bl_helper *)arg;
-    unsigned seen = 0;
-    /* the same denormal mode as the calling thread inside the kernel, so that both parts are
-       computed alike (the thread ends with the call: nothing to restore) */
-    (void)bl_ftz_enter();
-    for (;;) {
-        unsigned e, spins = 0;
-        while ((e = atomic_load_explicit(&h->epoch, memory_order_acquire)) == seen)
-            bl_relax(spins++);
-        seen = e;
-        if (atomic_load_explicit(&h->quit, memory_order_relaxed))
-            return NULL;
-        h->fn(h->arg, 1);
-        atomic_store_explicit(&h->done, e, memory_order_release);
+    unsigned e = atomic_fetch_add(&w->epoch, 1) + 1;
+    if (atomic_load(&w->parked)) {
+        pthread_mutex_lock(&w->lock);
+        pthread_cond_signal(&w->wake);
+        pthread_mutex_unlock(&w->lock);
     }
-}
-
-/* 1 if the helper runs; 0 (no helper, single-threaded results) if it could not start. */
-static int bl_helper_start(bl_helper *h)
-{
-    atomic_init(&h->epoch, 0);
-    atomic_init(&h->done, 0);
-    atomic_init(&h->quit, 0);
-    pthread_attr_t attr;
-    int attr_ok = pthread_attr_init(&attr) == 0;
-#if defined(__linux__)
-    /* Start the helper on another CPU than the caller's. The scheduler may otherwise place
-     * it beside the caller when every CPU was idle (measured after a 20 ms sleep: both
-     * threads on one core, 5x slower), and not move it before the call ends. */
-    cpu_set_t cpus;
-    int self = sched_getcpu();
-    if (attr_ok && self >= 0 && pthread_getaffinity_np(pthread_self(), sizeof cpus, &cpus) == 0
-            && CPU_COUNT(&cpus) >= 2) {
-        CPU_CLR(self, &cpus);
-        pthread_attr_setaffinity_np(&attr, sizeof cpus, &cpus);
-    }
-#endif
-    h->running = pthread_create(&h->thread, attr_ok ? &attr : NULL, bl_helper_main, h) == 0;
-    if (attr_ok)
-        pthread_attr_destroy(&attr);
-    return h->running;
-}
-
-static void bl_helper_stop(bl_helper *h)
-{
-    if (!h->running)
-        return;
-    atomic_store_explicit(&h->quit, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->epoch, 1, memory_order_release);
-    pthread_join(h->thread, NULL);
-    h->running = 0;
+    return e;
 }
 
 /* fn(arg, 0) and fn(arg, 1): on this thread and the helper at once, or one after the other
@@ -105,16 +80,18 @@ static void bl_helper_stop(bl_helper *h)
 static void bl_run_parts(bl_helper *h, bl_task_fn fn, void *arg)
 {
     unsigned e, spins = 0;
+    bl_worker *w;
     if (h == NULL || !h->running) {
         fn(arg, 0);
         fn(arg, 1);
         return;
     }
-    h->fn = fn;
-    h->arg = arg;
-    e = atomic_fetch_add_explicit(&h->epoch, 1, memory_order_release) + 1;
+    w = h->w;
+    w->fn = fn;
+    w->arg = arg;
+    e = bl_worker_post(w);
     fn(arg, 0);
-    while (atomic_load_explicit(&h->done, memory_order_acquire) != e)
+    while (atomic_load_explicit(&w->done, memory_order_acquire) != e)
         bl_relax(spins++);
 }
 

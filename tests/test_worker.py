@@ -1,0 +1,79 @@
+"""The helper's worker thread (_worker.h): one per calling thread, kept between calls, joined
+when its thread exits, and started anew in a fork's child. Each check runs in a fresh process,
+so that the worker counters see only its script."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+COMMON = """
+import numpy as np, bnnslstm as bl, time
+from bnnslstm._worker import _workers
+lstm = bl.LSTM(64, 128, seed=3)
+x = np.random.default_rng(0).standard_normal((12, 20, 64)).astype(np.float32)
+lstm.n_threads = 1
+want = lstm.forward(x)[0]
+lstm.n_threads = 2
+assert _workers() == (0, 0), _workers()
+
+def settle(live):
+    # a thread's exit runs the key destructors after threading's join returns
+    deadline = time.monotonic() + 10
+    while _workers()[1] != live and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return _workers()
+"""
+
+KEPT = COMMON + """
+import threading
+for _ in range(3):
+    assert np.array_equal(lstm.forward(x)[0], want)
+assert _workers() == (1, 1), _workers()
+got = []
+def call():
+    got.append(np.array_equal(lstm.forward(x)[0], want))
+    got.append(_workers())
+    got.append(np.array_equal(lstm.forward(x)[0], want))
+t = threading.Thread(target=call)
+t.start()
+t.join()
+assert got[0] and got[2] and got[1] == (2, 2), got
+assert settle(1) == (2, 1), _workers()
+assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (2, 1), _workers()
+print("ok")
+"""
+
+FORK = COMMON + """
+import os, signal
+assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (1, 1)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(30)        # a child waiting on its parent's worker would hang: fail instead
+    ok = np.array_equal(lstm.forward(x)[0], want) and _workers() == (2, 2)
+    ok = ok and np.array_equal(lstm.forward(x)[0], want) and _workers() == (2, 2)
+    os._exit(0 if ok else 3)
+_, status = os.waitpid(pid, 0)
+assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (1, 1), _workers()
+print("ok")
+"""
+
+
+def run(script: str) -> None:
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_worker_is_kept_between_calls_and_joined_when_its_thread_exits():
+    # Three calls start one worker; a second thread gets its own, which ends with the thread
+    run(KEPT)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no fork()")
+def test_fork_child_starts_its_own_worker():
+    # The child inherits the parent's record of a worker but not its thread
+    run(FORK)

@@ -71,16 +71,14 @@ cdef enum:
     # backward) from this many rows each; below, the forward splits the panels of each product
     # (small batches are bound by streaming W_h, which the row split would stream twice).
     SPLIT_MIN_ROWS = 8
-    # The multiply-adds from which the helper pays for its hand-off: a forward or backward call
-    # below it runs on one thread (_forward.use_helper), and so do the backward's whole-sequence
-    # products. The helper is each calling thread's worker, kept between calls (_worker.h): 2
-    # threads / 1 on the Zen 4 VM, back to back, N = 1: H = 128, T = 1 0.78; H = 256, T = 1
-    # 0.68; H = 128 at 16 rows, T = 1 0.68; frozen, H = 512, T = 1 0.59. After 10 ms pauses
-    # (the worker parked, the caches cold) calls below 2M mostly lost (H = 128: T = 1 1.24, T =
-    # 8 1.05-1.17; H = 256, T = 1 0.94-0.97, T = 2 0.86-1.05), from 2M they break even or win
-    # (0.85-1.12: H = 128 at T = 16 and 25 1.05-1.08, 8 rows at T = 2 1.12; H = 256, T = 4 0.88-0.97;
-    # frozen H = 512, T = 1 0.98, N = 4 0.89). With a thread started per call (60-110 us) the
-    # bound was 4M.
+    # The multiply-adds from which the helper pays for its hand-offs: a forward or backward
+    # call below it runs on one thread (_forward.use_helper), and so do the backward's
+    # whole-sequence products. The helper is each calling thread's worker, kept between calls
+    # (_worker.h). 2 threads / 1 on the Zen 4 VM: back to back, below 2M 0.68-0.78 (N = 1: H =
+    # 128, 256, 384, T = 1), from 2M 0.53-0.73; after 10 ms pauses (the worker parked, the
+    # caches cold) below 2M up to 1.24 (H = 128, N = 1: T = 1 1.24, T = 8 1.05-1.17; H = 256,
+    # T = 1 0.94-0.97), from 2M 0.57-0.98 except H = 128 with 1 to 25 steps of 1 to 16 rows
+    # (0.90-1.16). With a thread started per call (60-110 us) the bound was 4M.
     HELPER_MIN_MACS = 1 << 21
 
 cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,

@@ -43,6 +43,11 @@ t.join()
 assert got[0] and got[2] and got[1] == (2, 2), got
 assert settle(1) == (2, 1), _workers()
 assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (2, 1), _workers()
+from bnnslstm.bnns import _release_workspace
+_release_workspace()                # stops this thread's worker, at once
+assert _workers() == (2, 0), _workers()
+_release_workspace()
+assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (3, 1), _workers()
 print("ok")
 """
 
@@ -69,7 +74,8 @@ def run(script: str) -> None:
 
 
 def test_worker_is_kept_between_calls_and_joined_when_its_thread_exits():
-    # Three calls start one worker; a second thread gets its own, which ends with the thread
+    # Three calls start one worker; a second thread gets its own, which ends with the thread;
+    # bnnslstm_release_workspace stops the caller's, and the next call starts another
     run(KEPT)
 
 

@@ -15,6 +15,7 @@ from bnnslstm._memory cimport release_block, ws_alloc, ws_free
 from bnnslstm._plan cimport (
     GradPlan, LSTMPlan, clear_error, last_error, plan_backward, plan_forward, set_error,
 )
+from bnnslstm._worker cimport helper_release
 
 cdef size_t capacity_entry(const BNNSLayerParametersLSTM *layer_params) noexcept nogil:
     cdef LSTMPlan plan
@@ -133,6 +134,7 @@ cdef void entry_set_dropout_seed(uint64_t seed) noexcept nogil:
 
 cdef void entry_release_workspace() noexcept nogil:
     release_block()
+    helper_release()
 
 cdef int entry_check_abi(int version, size_t params_size, size_t desc_size, int own_version,
                          size_t own_params_size, size_t own_desc_size) noexcept nogil:

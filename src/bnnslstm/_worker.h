@@ -195,6 +195,20 @@ static bl_worker *bl_own_worker(void)
     return w;
 }
 
+/* Stop and join this thread's worker, if it has one (bnnslstm_release_workspace); the next
+ * two-thread call starts another. */
+static void bl_worker_release_own(void)
+{
+    bl_worker *w;
+    pthread_once(&bl_worker_once, bl_worker_key_make);
+    w = (bl_worker *)pthread_getspecific(bl_worker_key);
+    if (w == NULL || w->busy)
+        return;
+    (void)pthread_setspecific(bl_worker_key, NULL);
+    if (w->pid == getpid())      /* a fork's child has only the parent's record: leave it */
+        bl_worker_free(w);
+}
+
 /* 1 if this call has the helper; 0 (one thread, the same results) if it could not start or
  * this thread's worker is lent already (a nested call). */
 static int bl_helper_start(bl_helper *h)

@@ -5,3 +5,4 @@ from bnnslstm._gemm cimport bl_helper
 
 cdef int helper_start(bl_helper *h) noexcept nogil
 cdef void helper_stop(bl_helper *h) noexcept nogil
+cdef void helper_release() noexcept nogil

@@ -251,6 +251,7 @@ cdef int bnnslstm_direct_apply_lstm_batch_packed(
     const BNNSFilterParameters *filter_params,
     const void *packed_weights,
     const size_t packed_weights_capacity) noexcept nogil
-# Without allocator callbacks each thread keeps its largest workspace for its next call; this
-# frees the calling thread's now (it is also freed when the thread exits).
+# Without allocator callbacks each thread keeps its largest workspace for its next call, and
+# each thread that made a call with n_threads != 1 keeps its helper thread; this frees the
+# calling thread's workspace and stops its helper now (both also go when the thread exits).
 cdef void bnnslstm_release_workspace() noexcept nogil

@@ -67,6 +67,31 @@ print("ok")
 """
 
 
+IDLE = COMMON + """
+import os
+def tasks():
+    return set(os.listdir("/proc/self/task"))
+
+def cpu_ticks(tid):
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])       # utime + stime
+
+before = tasks()
+assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (1, 1)
+new = tasks() - before
+assert len(new) == 1, new
+tid = new.pop()
+time.sleep(0.2)                     # past its spin after the call: asleep
+t0 = cpu_ticks(tid)
+time.sleep(1.0)
+used = cpu_ticks(tid) - t0
+assert used <= 2, f"the idle worker used {used} clock ticks in 1 s"
+assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (1, 1)  # and wakes
+print("ok")
+"""
+
+
 def run(script: str) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
@@ -83,3 +108,10 @@ def test_worker_is_kept_between_calls_and_joined_when_its_thread_exits():
 def test_fork_child_starts_its_own_worker():
     # The child inherits the parent's record of a worker but not its thread
     run(FORK)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/task")
+def test_idle_worker_sleeps():
+    # After its spin (200 us) the worker waits on a condition variable: a second of idleness
+    # costs it no CPU time (clock ticks of 10 ms), and the next call wakes it
+    run(IDLE)

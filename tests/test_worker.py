@@ -4,6 +4,7 @@ so that the worker counters see only its script."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -92,6 +93,26 @@ print("ok")
 """
 
 
+AFFINITY = IDLE.split("before = tasks()")[0] + """
+cpus = set(os.sched_getaffinity(0))
+before = tasks()
+assert np.array_equal(lstm.forward(x)[0], want)
+(tid,) = tasks() - before
+tid = int(tid)
+placed = os.sched_getaffinity(tid)
+assert placed < cpus and len(placed) == len(cpus) - 1, (placed, cpus)   # off the caller's CPU
+(one,) = cpus - placed               # the caller's CPU then, which the worker was kept off
+os.sched_setaffinity(0, {one})      # this thread only
+assert np.array_equal(lstm.forward(x)[0], want)
+assert os.sched_getaffinity(tid) == {one}, os.sched_getaffinity(tid)
+os.sched_setaffinity(0, cpus)
+assert np.array_equal(lstm.forward(x)[0], want)
+placed = os.sched_getaffinity(tid)
+assert placed < cpus and len(placed) == len(cpus) - 1, (placed, cpus)
+print("ok")
+"""
+
+
 def run(script: str) -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          timeout=120)
@@ -115,3 +136,12 @@ def test_idle_worker_sleeps():
     # After its spin (200 us) the worker waits on a condition variable: a second of idleness
     # costs it no CPU time (clock ticks of 10 ms), and the next call wakes it
     run(IDLE)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux")
+                    or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and 2 CPUs")
+def test_worker_follows_the_callers_cpus():
+    # Kept off the caller's CPU, within the caller's affinity, also when that changes between
+    # calls (a caller restricted to one CPU shares it, as a thread it started would)
+    run(AFFINITY)

@@ -32,7 +32,10 @@ typedef struct bl_worker {
     pthread_t thread;
     pid_t pid;                  /* the process that started it (a fork's child has no worker) */
     int busy;                   /* lent to a call of its owner (only the owner reads or writes) */
-    int excluded;               /* the CPU its affinity leaves out, -1 if none */
+    int excluded;               /* the caller's CPU at the last placement, -1 before the first */
+#if defined(__linux__)
+    cpu_set_t placed;           /* the caller's affinity at the last placement */
+#endif
     pthread_mutex_t lock;       /* parking: the worker sleeps on `wake` under `lock` */
     pthread_cond_t wake;
     atomic_int parked;

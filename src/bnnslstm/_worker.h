@@ -73,37 +73,26 @@ static void *bl_worker_main(void *arg)
     }
 }
 
-/* The caller's affinity without `cpu`, into `cpus`; 0 if that leaves fewer than one CPU or the
- * caller's affinity is unknown. */
-static int bl_other_cpus(int cpu, void *cpus_out)
-{
-#if defined(__linux__)
-    cpu_set_t *cpus = (cpu_set_t *)cpus_out;
-    if (cpu < 0 || pthread_getaffinity_np(pthread_self(), sizeof *cpus, cpus) != 0
-            || CPU_COUNT(cpus) < 2)
-        return 0;
-    CPU_CLR(cpu, cpus);
-    return 1;
-#else
-    (void)cpu; (void)cpus_out;
-    return 0;
-#endif
-}
-
-/* Keep the worker off the caller's CPU. The scheduler may otherwise place it beside the caller
- * when every CPU was idle (measured after a 20 ms sleep: both threads on one core, 5x slower)
- * and not move it before the call ends. The caller may have moved since the last call: the
- * affinity follows it (one system call, only when it moved). */
+/* Keep the worker on the caller's CPUs but off the caller's own one. The scheduler may otherwise
+ * place it beside the caller when every CPU was idle (measured after a 20 ms sleep: both
+ * threads on one core, 5x slower) and not move it before the call ends. The caller may have
+ * moved, or been given other CPUs (sched_setaffinity, taskset), since the last call: the worker
+ * follows (one system call a call to read the caller's affinity, one more when it changed). A
+ * caller allowed one CPU shares it with the worker, as a thread it started would. */
 static void bl_worker_place(bl_worker *w)
 {
 #if defined(__linux__)
     cpu_set_t cpus;
     int cpu = sched_getcpu();
-    if (cpu == w->excluded)
+    if (pthread_getaffinity_np(pthread_self(), sizeof cpus, &cpus) != 0)
         return;
-    if (bl_other_cpus(cpu, &cpus))
-        (void)pthread_setaffinity_np(w->thread, sizeof cpus, &cpus);
-    w->excluded = cpu;          /* tried: not again until the caller moves */
+    if (cpu == w->excluded && CPU_EQUAL(&cpus, &w->placed))
+        return;
+    w->placed = cpus;
+    w->excluded = cpu;
+    if (cpu >= 0 && CPU_COUNT(&cpus) >= 2)
+        CPU_CLR(cpu, &cpus);
+    (void)pthread_setaffinity_np(w->thread, sizeof cpus, &cpus);
 #else
     (void)w;
 #endif
@@ -129,8 +118,7 @@ static void bl_worker_key_make(void)
 static bl_worker *bl_worker_new(void)
 {
     bl_worker *w = (bl_worker *)calloc(1, sizeof *w);
-    pthread_attr_t attr;
-    int attr_ok, started;
+    int started;
     if (w == NULL)
         return NULL;
     w->pid = getpid();
@@ -148,19 +136,8 @@ static bl_worker *bl_worker_new(void)
         free(w);
         return NULL;
     }
-    attr_ok = pthread_attr_init(&attr) == 0;
-#if defined(__linux__)
-    {
-        cpu_set_t cpus;
-        int cpu = sched_getcpu();
-        if (attr_ok && bl_other_cpus(cpu, &cpus)
-                && pthread_attr_setaffinity_np(&attr, sizeof cpus, &cpus) == 0)
-            w->excluded = cpu;
-    }
-#endif
-    started = pthread_create(&w->thread, attr_ok ? &attr : NULL, bl_worker_main, w) == 0;
-    if (attr_ok)
-        pthread_attr_destroy(&attr);
+    /* placed (bl_worker_place) before its first task */
+    started = pthread_create(&w->thread, NULL, bl_worker_main, w) == 0;
     if (!started) {
         pthread_cond_destroy(&w->wake);
         pthread_mutex_destroy(&w->lock);

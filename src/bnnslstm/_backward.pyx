@@ -30,11 +30,11 @@ from bnnslstm._plan cimport (
     full_peephole_run, set_error, weight_ptr,
 )
 from bnnslstm._tensors cimport gather_seq, load_state, scatter_seq, store_state, x_in_place
-from bnnslstm._worker cimport helper_start, helper_stop
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, scatter_matrix, scatter_vector, weights_place,
     weights_regions,
 )
+from bnnslstm._worker cimport helper_start, helper_stop
 
 cdef extern from "_cellgrad.h" nogil:
     void grad_output_row "bl_grad_output_row"(size_t H, const float *dy, const float *dh_next,

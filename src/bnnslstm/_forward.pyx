@@ -27,11 +27,11 @@ from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
     set_error,
 )
-from bnnslstm._worker cimport helper_start, helper_stop
 from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, weights_place, weights_regions,
 )
+from bnnslstm._worker cimport helper_start, helper_stop
 
 cdef extern from "_cell.h" nogil:
     void cell_default_rows "bl_cell_default_rows"(size_t rows, size_t H, size_t u0, size_t u1,

@@ -20,7 +20,7 @@
 /* A worker keeps spinning this long after its last task before it parks: long enough for a
  * stream of one-step calls (Python's turn between them is 10-50 us), short enough that an idle
  * process gives its CPU back at once. */
-#define BL_LINGER_NS 200000L
+#define BL_LINGER_NS 200000LL
 
 static atomic_ulong bl_workers_started;   /* threads started, ever (tests) */
 static atomic_long bl_workers_live;       /* workers running now (tests) */
@@ -28,18 +28,18 @@ static atomic_long bl_workers_live;       /* workers running now (tests) */
 static pthread_key_t bl_worker_key;
 static pthread_once_t bl_worker_once = PTHREAD_ONCE_INIT;
 
-static long bl_now_ns(void)
+static long long bl_now_ns(void)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long)t.tv_sec * 1000000000L + t.tv_nsec;
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
 }
 
 /* The next epoch after `seen`: spin, then yield, then park. */
 static unsigned bl_worker_wait(bl_worker *w, unsigned seen)
 {
     unsigned e, spins = 0;
-    long since = 0;
+    long long since = 0;
     while ((e = atomic_load_explicit(&w->epoch, memory_order_acquire)) == seen) {
         if (spins == 256)
             since = bl_now_ns();

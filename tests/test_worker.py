@@ -1,6 +1,7 @@
-"""The helper's worker thread (_worker.h): one per calling thread, kept between calls, joined
-when its thread exits, and started anew in a fork's child. Each check runs in a fresh process,
-so that the worker counters see only its script."""
+"""The helper's worker thread (_worker.h): one per calling thread, kept between calls, asleep
+when idle, kept off the caller's CPU within the caller's affinity, joined when its thread exits
+or by bnnslstm_release_workspace, and started anew in a fork's child. Each check runs in a fresh
+process, so that the worker counters see only its script."""
 
 from __future__ import annotations
 

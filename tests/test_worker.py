@@ -69,7 +69,7 @@ print("ok")
 """
 
 
-IDLE = COMMON + """
+THREADS = COMMON + """
 import os
 def tasks():
     return set(os.listdir("/proc/self/task"))
@@ -78,7 +78,9 @@ def cpu_ticks(tid):
     with open(f"/proc/self/task/{tid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])       # utime + stime
+"""
 
+IDLE = THREADS + """
 before = tasks()
 assert np.array_equal(lstm.forward(x)[0], want) and _workers() == (1, 1)
 new = tasks() - before
@@ -94,7 +96,7 @@ print("ok")
 """
 
 
-AFFINITY = IDLE.split("before = tasks()")[0] + """
+AFFINITY = THREADS + """
 cpus = set(os.sched_getaffinity(0))
 before = tasks()
 assert np.array_equal(lstm.forward(x)[0], want)

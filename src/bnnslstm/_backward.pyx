@@ -22,8 +22,8 @@ from bnnslstm._forward cimport allowed_threads, default_cell, direction_lanes, u
 from bnnslstm._gemm cimport (
     HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats,
     bgemm_ok, bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared,
-    bl_helper, gemm_rm, pack_kblocks, pack_panels_t, packed_size,
-    pgemm, pgemm_kblocks, run_parts,
+    bl_helper, gemm_rm, pack_kblocks, pack_panels_t, packed_size, pgemm, pgemm_kblocks,
+    run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, SeqView, WeightView, batch_at,

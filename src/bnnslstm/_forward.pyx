@@ -20,8 +20,8 @@ from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
 from bnnslstm._frozen cimport frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
     HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats,
-    online_cpus, pack_gates, pack_panels_t, packed_size, pgemm,
-    pgemm_direct, pgemm_packing, claim, pgemm_units, run_parts, step_barrier, unit_chunk,
+    online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
+    claim, pgemm_units, run_parts, step_barrier, unit_chunk,
 )
 from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,

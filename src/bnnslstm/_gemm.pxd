@@ -8,7 +8,7 @@ from bnnslstm._blas cimport dispatch_sgemm as sgemm
 
 cdef extern from "_helper.h" nogil:
     ctypedef struct bl_helper:
-        int running
+        pass
     ctypedef void (*task_fn "bl_task_fn")(void *arg, int part) noexcept nogil
     void run_parts "bl_run_parts"(bl_helper *h, task_fn fn, void *arg)
     long online_cpus "bl_online_cpus"()

@@ -45,10 +45,9 @@ typedef struct bl_worker {
     void *arg;
 } bl_worker;
 
-/* A call's hold on its thread's worker: running 0 means one thread (no worker available). */
+/* A call's hold on its thread's worker: w NULL means one thread (no worker available). */
 typedef struct {
     bl_worker *w;
-    int running;
 } bl_helper;
 
 static inline void bl_relax(unsigned spins)
@@ -79,12 +78,12 @@ static inline unsigned bl_worker_post(bl_worker *w)
 }
 
 /* fn(arg, 0) and fn(arg, 1): on this thread and the helper at once, or one after the other
- * here when there is no helper (h NULL or not running). */
+ * here when there is no helper (h NULL or holding no worker). */
 static void bl_run_parts(bl_helper *h, bl_task_fn fn, void *arg)
 {
     unsigned e, spins = 0;
     bl_worker *w;
-    if (h == NULL || !h->running) {
+    if (h == NULL || h->w == NULL) {
         fn(arg, 0);
         fn(arg, 1);
         return;

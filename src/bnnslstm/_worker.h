@@ -149,13 +149,18 @@ static bl_worker *bl_worker_new(void)
     return w;
 }
 
+/* This thread's record of its worker (NULL: none yet). */
+static bl_worker *bl_worker_record(void)
+{
+    pthread_once(&bl_worker_once, bl_worker_key_make);
+    return (bl_worker *)pthread_getspecific(bl_worker_key);
+}
+
 /* This thread's worker, started if it has none (or only the parent's, after fork); NULL if
  * it could not start. */
 static bl_worker *bl_own_worker(void)
 {
-    bl_worker *w;
-    pthread_once(&bl_worker_once, bl_worker_key_make);
-    w = (bl_worker *)pthread_getspecific(bl_worker_key);
+    bl_worker *w = bl_worker_record();
     if (w != NULL && w->pid != getpid()) {
         /* fork's child: the thread is not here, and its lock may be held by no one who will
            give it back; leave the parent's copy alone */
@@ -176,9 +181,7 @@ static bl_worker *bl_own_worker(void)
  * two-thread call starts another. */
 static void bl_worker_release_own(void)
 {
-    bl_worker *w;
-    pthread_once(&bl_worker_once, bl_worker_key_make);
-    w = (bl_worker *)pthread_getspecific(bl_worker_key);
+    bl_worker *w = bl_worker_record();
     if (w == NULL || w->busy)
         return;
     (void)pthread_setspecific(bl_worker_key, NULL);
@@ -191,23 +194,22 @@ static void bl_worker_release_own(void)
 static int bl_helper_start(bl_helper *h)
 {
     bl_worker *w = bl_own_worker();
-    h->w = w;
-    h->running = 0;
+    h->w = NULL;
     if (w == NULL || w->busy)
         return 0;
     w->busy = 1;
     bl_worker_place(w);
-    h->running = 1;
+    h->w = w;
     return 1;
 }
 
 /* The call is done with the helper (its last bl_run_parts waited for it). */
 static void bl_helper_stop(bl_helper *h)
 {
-    if (!h->running)
+    if (h->w == NULL)
         return;
     h->w->busy = 0;
-    h->running = 0;
+    h->w = NULL;
 }
 
 #endif

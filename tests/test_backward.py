@@ -328,6 +328,40 @@ def test_dx_in_place(x_layout, strided, accumulate, lengths, in_place, bidir):
                                atol=ATOL)
 
 
+@pytest.mark.parametrize("N, lengths, in_place", [
+    (9, None, True), (9, [7, 7, 6, 5, 5, 3, 2, 2, 1], True), (40, None, True), (9, None, False)])
+def test_direction_lanes_share_their_products(N, lengths, in_place):
+    # With direction lanes each thread runs one direction's time loop, then claims pieces of
+    # both directions' products (dX's halves below 32 rows, where the loop leaves dX to them;
+    # the shared dW; the gate pairs' tails), its own first: bit for bit what the lanes give
+    # with each direction's products on its own thread, and what one thread gives
+    from bnnslstm._backward import _dw_in_place, _lanes_shared, _shared_dw
+
+    from bnnslstm._blas import _own_products
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((7, N, 24)).astype(np.float32)
+    dy = rng.standard_normal((7, N, 256)).astype(np.float32)
+    results = []
+    for threads, shared in ((2, True), (2, False), (1, True)):
+        lstm = bl.LSTM(24, 128, 2, bidirectional=True, dropout=0.1, seed=1)
+        lstm.n_threads = threads
+        lstm.forward(x, lengths=lengths, training=True)
+        _shared_dw(shared)
+        _dw_in_place(in_place)
+        try:
+            before = _lanes_shared()
+            dx = lstm.backward(dy)[0]
+            used = _lanes_shared() - before
+        finally:
+            _shared_dw(True)
+            _dw_in_place(True)
+        assert used == (2 if threads == 2 and shared and _own_products() else 0)
+        results.append([dx] + [lstm.grads[k].copy() for k in sorted(lstm.grads)])
+    for other in results[1:]:
+        for one, two in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(one, two)
+
+
 def test_in_place_gradients_with_direction_lanes():
     # Both directions of each layer on a thread of their own (H = 128, 2 threads): dW and dX
     # in place or through scratch, bit for bit the same

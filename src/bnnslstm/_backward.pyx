@@ -21,7 +21,7 @@ from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, direction_lanes, use_helper
 from bnnslstm._gemm cimport (
     HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats,
-    bgemm_ok, bgemm_shared_floats, bgemm_shared_init, bgemm_shared_part, bl_bgemm_shared,
+    bgemm_ok, bgemm_shared_floats, bgemm_shared_init, bgemm_shared_run, bl_bgemm_shared,
     bl_helper, gemm_rm, pack_kblocks, pack_panels_t, packed_size, pgemm, pgemm_kblocks,
     run_parts,
 )
@@ -57,16 +57,38 @@ cdef extern from "_cellgrad.h" nogil:
 cdef extern from *:
     """
     #include <stdatomic.h>
+    #include "_helper.h"   /* bl_relax */
     static atomic_ulong bl_backward_helper_loops;   /* time loops split in two (tests) */
     static atomic_ulong bl_backward_helper_products;   /* products split in two (tests) */
     static atomic_ulong bl_backward_dx_after;   /* dX as one product after the loop (tests) */
     static atomic_ulong bl_backward_shared_dw;  /* dW products the parts shared (tests) */
     static atomic_ulong bl_backward_lanes;  /* layers whose two directions ran at once (tests) */
+    static atomic_ulong bl_backward_lanes_shared;  /* ... and shared their products (tests) */
     static int bl_lanes_off;       /* tests and A/B timing: the directions one after the other */
     static int bl_shared_dw_off;   /* tests and A/B timing: the static halves instead */
     static atomic_ulong bl_backward_dw_in_place;  /* gates' dW_x, dW_h written in place (tests) */
     static atomic_ulong bl_backward_dx_in_place;  /* calls whose dX was written in place (tests) */
     static int bl_in_place_off;    /* tests and A/B timing: every gradient through scratch */
+    /* Pieces of the shared products that either thread may take (shared_products): dX's
+       halves, then the gate pairs' scatter, db and peepholes */
+    typedef struct { atomic_int next[2]; } bl_claims;
+    static inline void bl_claims_init(bl_claims *c) {
+        atomic_init(&c->next[0], 0); atomic_init(&c->next[1], 0);
+    }
+    static inline int bl_claim_piece(bl_claims *c, int kind) {
+        return atomic_fetch_add_explicit(&c->next[kind], 1, memory_order_relaxed);
+    }
+    /* Backward lanes: a direction's products ready for the other thread to join */
+    typedef struct { atomic_int set; } bl_flag;
+    static inline void bl_flag_init(bl_flag *f) { atomic_init(&f->set, 0); }
+    static inline void bl_flag_set(bl_flag *f) {
+        atomic_store_explicit(&f->set, 1, memory_order_release);
+    }
+    static inline void bl_flag_wait(bl_flag *f) {
+        unsigned spins = 0;
+        while (!atomic_load_explicit(&f->set, memory_order_acquire))
+            bl_relax(spins++);
+    }
     """
     void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops
@@ -74,6 +96,16 @@ cdef extern from *:
     unsigned long bl_backward_dx_after
     unsigned long bl_backward_shared_dw
     unsigned long bl_backward_lanes
+    unsigned long bl_backward_lanes_shared
+    ctypedef struct bl_claims:
+        pass
+    void claims_init "bl_claims_init"(bl_claims *c) nogil
+    int claim "bl_claim_piece"(bl_claims *c, int kind) nogil
+    ctypedef struct bl_flag:
+        pass
+    void flag_init "bl_flag_init"(bl_flag *f) nogil
+    void flag_set "bl_flag_set"(bl_flag *f) nogil
+    void flag_wait "bl_flag_wait"(bl_flag *f) nogil
     int bl_lanes_off
     int bl_shared_dw_off
     unsigned long bl_backward_dw_in_place
@@ -91,6 +123,10 @@ def _direction_lanes(enabled: bool | None = None) -> int:
     if enabled is not None:
         bl_lanes_off = not enabled
     return bl_backward_lanes
+
+def _lanes_shared() -> int:
+    """Layers whose two directions ran at once and shared their products (shared_products)."""
+    return bl_backward_lanes_shared
 
 def _helper_loops() -> int:
     """How many backward time loops so far ran on two threads (lets tests see that it ran)."""
@@ -249,17 +285,17 @@ cdef size_t bgemm_part_floats(const LSTMPlan *p) noexcept nogil:
 cdef bint backward_lanes(const LSTMPlan *p) noexcept nogil:
     """Do the two directions of a bidirectional layer run at once, one per thread, each on a
     BWork of its own (as the forward's direction lanes)? Each thread then has all N rows of its
-    direction's time loop and products, where a split gives it half of the rows of both in turn
-    (stack2_bidir_h256_b16: 8 rows a thread; below 16 rows the loop did not split at all). Not
-    with products on a BLAS (its own threads would compete) or full peepholes (which call it
-    inside the loop)."""
+    direction's time loop, where a split gives it half of the rows of both in turn
+    (stack2_bidir_h256_b16: 8 rows a thread; below 16 rows the loop did not split at all), and
+    the products after the loops are shared (lanes_task). Not with products on a BLAS (its own
+    threads would compete) or full peepholes (which call it inside the loop)."""
     return direction_lanes(p) == 2 and bgemm_ok() and own_products() \
         and not any_full_peephole(p) and not bl_lanes_off
 
 cdef size_t bgemm_shared_part_floats(const LSTMPlan *p) noexcept nogil:
-    """Floats of the shared panels of dW_x and dW_h on our kernel (0 if it cannot run, with
-    one thread, or with direction lanes, whose threads each run one direction's products)."""
-    if not bgemm_ok() or allowed_threads(p) < 2 or backward_lanes(p):
+    """Floats of the shared panels of dW_x and dW_h on our kernel, per BWork (0 if it cannot
+    run, or with one thread)."""
+    if not bgemm_ok() or allowed_threads(p) < 2:
         return 0
     return bgemm_shared_floats(<int>(4 * p.H), <int>input_width(p), <int>p.H,
                                <int>(p.S * p.N))
@@ -295,7 +331,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t lane,
             or region(&off, packed_size(<int>win, <int>(4 * H)) if loop_dx(p) else 0, 1, 1,
                       &o[23]) \
             or region(&off, 2, bgpart, 1, &o[24]) \
-            or region(&off, bgemm_shared_part_floats(p) if lane == 0 else 0, 1, 1, &o[25]) \
+            or region(&off, bgemm_shared_part_floats(p), 1, 1, &o[25]) \
             or mul_ovf(off, sizeof(float), &nbytes):
         return set_error(b"backward workspace size overflows size_t")
     nfloats[0] = off
@@ -312,7 +348,7 @@ cdef int layout_bwork(const LSTMPlan *p, BWork *b, float *base, size_t lane,
         b.dW, b.dv = base + o[19], base + o[20]
         b.whtp, b.dbsum, b.wxtp, b.bgbuf = base + o[21], base + o[22], base + o[23], base + o[24]
         b.bgpart = bgpart
-        b.bgshared = base + o[25] if bgemm_shared_part_floats(p) and lane == 0 else NULL
+        b.bgshared = base + o[25] if bgemm_shared_part_floats(p) else NULL
         b.own = bgpart != 0 and own_products()
     return 0
 
@@ -437,6 +473,8 @@ cdef struct Grads:
     bint dx_after
     bint shared     # dW_x and dW_h of all gates as one product the parts share (dw_shared)
     bl_bgemm_shared dw
+    bl_claims claims    # shared: the pieces either thread may take (shared_products)
+    float *tbuf[2]      # shared: thread t's pack and transposition buffer
 
 cdef void product_at(const Grads *g, int part, int m, int n, const float *a, const float *x,
                      int ldx, float *c, int ldc) noexcept nogil:
@@ -480,10 +518,10 @@ cdef float *gradient_rows(const Grads *g, bint input, int k0, int k1, int *ld) n
     count_event(&bl_backward_dw_in_place, <unsigned long>(k1 - k0))
     return first
 
-cdef void dx_part(const Grads *g, int part) noexcept nogil:
+cdef void dx_part(const Grads *g, int part, float *buf) noexcept nogil:
     """This part's share of dX = dA W_x (direction 1's into dX2): on our kernel half of
-    dX's columns (whole panels, so that each part packs only its half of W_x), through the BLAS
-    half of its rows."""
+    dX's columns (whole panels, so that each part packs only its half of W_x, into buf), through
+    the BLAS half of its rows."""
     cdef const LSTMPlan *p = g.p
     cdef BWork *b = g.b
     cdef int G = 4 * <int>p.H, SN = <int>(p.S * p.N), in_w = g.in_w
@@ -493,7 +531,7 @@ cdef void dx_part(const Grads *g, int part) noexcept nogil:
         c1 = mid if part == 0 else in_w
         if c1 > c0:
             bgemm(SN, c1 - c0, G, b.dA, G, 0, b.w.wx_cur + c0, b.w.ldwx, b.dX + c0, in_w,
-                  0, b.bgbuf + part * b.bgpart)
+                  0, buf)
         return
     r0 = 0 if part == 0 else SN // 2
     r1 = SN // 2 if part == 0 else SN
@@ -514,9 +552,9 @@ cdef bint dw_shared(const LSTMPlan *p, const GradPlan *gr, const BWork *b, size_
             return False
     return True
 
-cdef void shared_dw_job(Grads *g, int parts) noexcept nogil:
+cdef void shared_dw_job(Grads *g, float *tbuf0, float *tbuf1) noexcept nogil:
     """dW_x [4H][in_w] then dW_h [4H][H], in dW or in place (gradient_rows): dA^T [X, H_prev]
-    for `parts` threads."""
+    for shared_products, threads 0 and 1 working in tbuf0 and tbuf1."""
     cdef BWork *b = g.b
     cdef int H = <int>g.p.H, G = 4 * H
     g.dw.m, g.dw.k, g.dw.n1, g.dw.n2 = G, <int>(g.p.S * g.p.N), g.in_w, H
@@ -531,24 +569,21 @@ cdef void shared_dw_job(Grads *g, int parts) noexcept nogil:
     c = gradient_rows(g, False, 0, NGATES, &ld)
     if c != NULL:
         g.dw.C2, g.dw.ldc2 = c, ld
-    g.dw.bp, g.dw.ap[0], g.dw.ap[1] = b.bgshared, b.bgbuf, b.bgbuf + b.bgpart
-    bgemm_shared_init(&g.dw, parts)
+    g.dw.bp, g.tbuf[0], g.tbuf[1] = b.bgshared, tbuf0, tbuf1
+    bgemm_shared_init(&g.dw)
+    claims_init(&g.claims)
 
-cdef void shared_gradients_part(Grads *g, int part) noexcept nogil:
-    """This part's share of dX (when the time loop did not compute it), then of the shared
-    dW_x and dW_h (claimed row group by row group, so that a part that finished dX first takes
-    more), then the scatter, db and diagonal peepholes of this part's gates."""
+cdef void gate_pair_tail(const Grads *g, int q) noexcept nogil:
+    """After the shared dW: gates [2q, 2q + 2)'s scatter (what was not written in place), db and
+    diagonal peepholes."""
     cdef const LSTMPlan *p = g.p
     cdef const GradPlan *gr = g.gr
     cdef BWork *b = g.b
-    cdef int H = <int>p.H, G = 4 * H, in_w = g.in_w, k0 = 2 * part, k, j
+    cdef int H = <int>p.H, G = 4 * H, in_w = g.in_w, k0 = 2 * q, k, j
     cdef size_t idx
     cdef float *dv = b.dv + k0 * H
     cdef const WeightView *wv
-    if g.dx_after:
-        dx_part(g, part)
-    bgemm_shared_part(&g.dw, part)
-    for k in range(k0, k0 + 2):     # what was not written in place
+    for k in range(k0, k0 + 2):
         wv = grad_input_view(p, &gr.gate[k], k, g.l, &idx)
         if g.dw.C1 == b.dW:
             scatter_matrix(wv, idx, g.d, g.dw.C1 + <size_t>k * H * in_w, H, in_w)
@@ -563,6 +598,23 @@ cdef void shared_gradients_part(Grads *g, int part) noexcept nogil:
             scaled_column_sums(b.dA + k * H, G, g.cell if k == GATE_O else b.cp, H,
                                <size_t>(p.S * p.N), H, dv + (k - k0) * H)
             scatter_vector(&gr.gate[k].dwc, g.l, g.d, dv + (k - k0) * H, H)
+
+cdef void shared_products(Grads *g, int t) noexcept nogil:
+    """Thread t's share of the shared products (shared_dw_job): dX's two halves (when the time
+    loop did not compute dX), the shared dW_x and dW_h, then the two gate pairs' tails, each
+    piece taken by whichever thread claims it first, so that a thread that arrives first (or
+    late, from the other direction's products) takes more. Thread t works in g.tbuf[t]. Returns
+    when dX's halves are claimed, dW is done and the tails are claimed; the caller's join
+    waits for the pieces the other thread is still running."""
+    cdef int q = claim(&g.claims, 0) if g.dx_after else 2
+    while q < 2:
+        dx_part(g, q, g.tbuf[t])
+        q = claim(&g.claims, 0)
+    bgemm_shared_run(&g.dw, g.tbuf[t])
+    q = claim(&g.claims, 1)
+    while q < 2:
+        gate_pair_tail(g, q)
+        q = claim(&g.claims, 1)
 
 cdef void gradients_part(Grads *g, int part) noexcept nogil:
     """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
@@ -631,12 +683,12 @@ cdef void gradients_part(Grads *g, int part) noexcept nogil:
                                H, dv)
             scatter_vector(&gg.dwc, g.l, g.d, dv, H)
     if g.dx_after:
-        dx_part(g, part)
+        dx_part(g, part, b.bgbuf + part * b.bgpart)
 
 cdef void gradients_task(void *arg, int part) noexcept nogil:
     cdef Grads *g = <Grads *>arg
     if g.shared:
-        shared_gradients_part(g, part)
+        shared_products(g, part)
     else:
         gradients_part(g, part)
 
@@ -724,17 +776,12 @@ cdef void steps_task(void *arg, int part) noexcept nogil:
     cdef size_t split = s.p.N // 2
     backward_steps(s, 0 if part == 0 else split, split if part == 0 else s.p.N)
 
-cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
-                             BWork *b, size_t l, size_t d, const float *xin, int ldx,
-                             int in_w, bint need_dx, bint may_split) noexcept nogil:
-    """Direction d of layer l back through time, then its whole-sequence products; may_split:
-    with two threads allowed, a helper may take half of each (not when the directions already
-    run one per thread). The results do not depend on which."""
+cdef void direction_setup(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
+                          BWork *b, size_t l, size_t d, const float *xin, int ldx, int in_w,
+                          bint need_dx, Steps *steps, Grads *grads) noexcept nogil:
+    """Direction d of layer l before its time loop: its weights packed, the incoming state
+    gradients loaded, and steps (the loop) and grads (the products after it) set up."""
     cdef size_t N = p.N, DH = p.D * p.H
-    cdef Steps steps
-    cdef Grads grads
-    cdef bl_helper helper
-    cdef bint helper_on = False, split_loop, split_products, single
     load_weights(p, &b.w, l, d, in_w)
     pack_kblocks(<int>p.H, <int>(4 * p.H), b.w.wh_cur, b.w.ldwh, b.whtp)
     steps.dx_in_loop = need_dx and loop_dx(p)
@@ -759,6 +806,19 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         b.cp = steps.cell - N * p.H if d == 0 else steps.cell + N * p.H
     grads.p, grads.gr, grads.b, grads.l, grads.d = p, gr, b, l, d
     grads.xin, grads.cell, grads.ldx, grads.in_w = xin, steps.cell, ldx, in_w
+    grads.shared = False
+
+cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache *cache,
+                             BWork *b, size_t l, size_t d, const float *xin, int ldx,
+                             int in_w, bint need_dx) noexcept nogil:
+    """Direction d of layer l back through time, then its whole-sequence products; with two
+    threads allowed, a helper may take half of each. The results do not depend on which."""
+    cdef size_t N = p.N
+    cdef Steps steps
+    cdef Grads grads
+    cdef bl_helper helper
+    cdef bint helper_on = False, split_loop, split_products, single
+    direction_setup(p, gr, cache, b, l, d, xin, ldx, in_w, need_dx, &steps, &grads)
     # DESIGN step 7, as the forward: with two threads each takes half of the batch rows of the
     # time loop (full peepholes call the BLAS inside the loop: they stay on one thread), and
     # half of the whole-sequence products after it: on our kernel, or with OpenBLAS made
@@ -767,7 +827,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     # must not wait beside them.
     # Fewer rows than two threads' worth share each step's dh = dA W_h by panels instead, as the
     # forward's products do (the elementwise pass stays on this thread).
-    split_loop = may_split and use_helper(p) and not any_full_peephole(p)
+    split_loop = use_helper(p) and not any_full_peephole(p)
     if split_loop and helper_start(&helper):
         helper_on = True
         if N >= 2 * SPLIT_MIN_ROWS:
@@ -782,7 +842,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
     store_state(&gr.dh0, l, d, N, p.H, b.dh, gr.dh0.accumulate)
     store_state(&gr.dc0, l, d, N, p.H, b.dc, gr.dc0.accumulate)
     single = not b.own and blas_single_enter(current_sgemm())
-    split_products = may_split and (b.own or single) and allowed_threads(p) >= 2 \
+    split_products = (b.own or single) and allowed_threads(p) >= 2 \
         and p.S * N * 4 * p.H * (<size_t>in_w * (2 if grads.dx_after else 1) + p.H) \
         >= HELPER_MIN_MACS
     if helper_on and not split_products:
@@ -792,7 +852,7 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         helper_on = helper_start(&helper)
     grads.shared = helper_on and dw_shared(p, gr, b, l)   # one thread: the halves in turn
     if grads.shared:
-        shared_dw_job(&grads, 2)
+        shared_dw_job(&grads, b.bgbuf, b.bgbuf + b.bgpart)
         count_event(&bl_backward_shared_dw, 1)
     if helper_on:
         run_parts(&helper, gradients_task, &grads)
@@ -804,7 +864,9 @@ cdef void backward_direction(const LSTMPlan *p, const GradPlan *gr, const Cache 
         blas_single_leave()
 
 cdef struct Lanes:
-    # Both directions of layer l at once (backward_lanes): part d runs direction d on b[d].
+    # Both directions of layer l at once (backward_lanes): part d runs direction d on b[d]
+    # (backward_direction), or with share, its time loop and then the products of both
+    # directions with the other thread (shared_products: its own first, then the other's).
     const LSTMPlan *p
     const GradPlan *gr
     const Cache *cache
@@ -812,12 +874,28 @@ cdef struct Lanes:
     size_t l
     const float *xin
     int ldx, in_w
-    bint need_dx
+    bint need_dx, share
+    Grads grads[2]
+    bl_flag ready[2]    # direction d's products set up (its time loop done)
 
 cdef void lanes_task(void *arg, int part) noexcept nogil:
     cdef Lanes *a = <Lanes *>arg
-    backward_direction(a.p, a.gr, a.cache, &a.b[part], a.l, part, a.xin, a.ldx, a.in_w,
-                       a.need_dx, False)
+    cdef Steps steps
+    cdef BWork *b = &a.b[part]
+    if not a.share:
+        backward_direction(a.p, a.gr, a.cache, b, a.l, part, a.xin, a.ldx, a.in_w, a.need_dx)
+        return
+    direction_setup(a.p, a.gr, a.cache, b, a.l, part, a.xin, a.ldx, a.in_w, a.need_dx, &steps,
+                    &a.grads[part])
+    backward_steps(&steps, 0, a.p.N)
+    store_state(&a.gr.dh0, a.l, part, a.p.N, a.p.H, b.dh, a.gr.dh0.accumulate)
+    store_state(&a.gr.dc0, a.l, part, a.p.N, a.p.H, b.dc, a.gr.dc0.accumulate)
+    a.grads[part].shared = True
+    shared_dw_job(&a.grads[part], a.b[0].bgbuf, a.b[1].bgbuf)
+    flag_set(&a.ready[part])
+    shared_products(&a.grads[part], part)
+    flag_wait(&a.ready[1 - part])       # the other direction's time loop is done
+    shared_products(&a.grads[1 - part], part)
 
 cdef float *dx_rows(const LSTMPlan *p, const GradPlan *gr) noexcept nogil:
     """The caller's dL/dx as the [S*N][I] row-major block that layer 0's loop and products
@@ -877,15 +955,23 @@ cdef int lstm_backward(const LSTMPlan *p, const GradPlan *gr, const Cache *cache
         if two_lanes:               # without a running helper, one after the other here
             lanes.p, lanes.gr, lanes.cache, lanes.b, lanes.l = p, gr, cache, lane, l
             lanes.xin, lanes.ldx, lanes.in_w, lanes.need_dx = xin, ldx, in_w, need_dx
+            # shared products need both threads: without the helper, thread 0 would wait for
+            # direction 1's loop forever
+            lanes.share = second != NULL and dw_shared(p, gr, b, l) \
+                and dw_shared(p, gr, &lane[1], l)
+            flag_init(&lanes.ready[0])
+            flag_init(&lanes.ready[1])
             run_parts(second, lanes_task, &lanes)
             if second != NULL:
                 count_event(&bl_backward_lanes, 1)
+            if lanes.share:
+                count_event(&bl_backward_lanes_shared, 1)
         else:
             for d in range(p.D):    # direction 1 writes its dX into dX2, as its lane would
                 dx1 = b.dX
                 if d == 1:
                     b.dX = b.dX2
-                backward_direction(p, gr, cache, b, l, d, xin, ldx, in_w, need_dx, True)
+                backward_direction(p, gr, cache, b, l, d, xin, ldx, in_w, need_dx)
                 b.dX = dx1
         if need_dx and p.D == 2:    # the same sum whichever thread ran each direction
             add_rows(1, SN * <size_t>in_w, b.dX2, SN * <size_t>in_w, b.dX)

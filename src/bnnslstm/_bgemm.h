@@ -180,17 +180,19 @@ static inline void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, i
                          buf);
 }
 
-/* dW_x = dA^T X and dW_h = dA^T H_prev over all 4H rows, shared by the threads of a backward
- * (parts: 1 or 2): bl_bgemm2's product with `at`, overwriting C. The parts first pack B1's and
- * B2's panels for every k block together (a share each, into bp), then claim items (k block,
- * group of BL_BG_ROWS_T rows of C) one at a time in that order, until none is left; an item
- * waits for its rows' previous k block, which the other part may still be running. Static
- * halves left a thread idle for 1-4 ms of an h512 step whenever the other core ran slower (on
- * this VM either core, by 5-10%, changing from run to run). Every element is summed as
- * bl_bgemm2 sums it (k blocks of bl_bgemm_kc, in order), so the result does not depend on
- * which part takes which rows, nor on `parts`. */
+/* dW_x = dA^T X and dW_h = dA^T H_prev over all 4H rows, shared by the threads that run
+ * bl_bgemm_shared_run on it (one or two, joining at any time): bl_bgemm2's product with `at`,
+ * overwriting C. Every piece is claimed by whichever thread comes first: the units of packing
+ * (k block, group of B1's or B2's panels) into bp, then, once all are packed, the items (k
+ * block, group of BL_BG_ROWS_T rows of C) in that order; an item waits for its rows' previous
+ * k block, which the other thread may still be running. Static halves left a thread idle for
+ * 1-4 ms of an h512 step whenever the other core ran slower (on this VM either core, by
+ * 5-10%, changing from run to run); claims also let a thread that finished its own work join
+ * late (the other direction's products, backward lanes). Every element is summed as bl_bgemm2
+ * sums it (k blocks of bl_bgemm_kc, in order), so the result does not depend on which thread
+ * takes which rows, nor on how many threads there are. */
 typedef struct {
-    int m, k, parts, n1, n2;
+    int m, k, n1, n2;
     const float *A;           /* dA [k x m], row stride lda */
     size_t lda;
     const float *B1, *B2;     /* [k x n1], [k x n2], row strides ldb1, ldb2 */
@@ -198,9 +200,8 @@ typedef struct {
     float *C1, *C2;           /* [m x n1], [m x n2], row strides ldc1, ldc2 */
     size_t ldc1, ldc2;
     float *bp;                /* bl_bgemm_shared_floats(n1, n2, k) floats, 64-byte aligned */
-    float *ap[2];             /* each part's transposed rows: BL_BG_ROWS_T * kc floats */
     atomic_int *rows_kb;      /* per group of rows: its k blocks done (in bp, after the panels) */
-    atomic_int packed, next, done;
+    atomic_int pack_next, packed, next, done;   /* units claimed / packed, items claimed / done */
 } bl_bgemm_shared;
 
 /* Floats of the shared panels: B1's, then B2's, for every k block (each block's packing as
@@ -213,14 +214,14 @@ static inline size_t bl_bgemm_shared_floats(int m, int n1, int n2, int k)
 }
 
 /* Set the job's counters; m, n1, n2, k and bp must be set. */
-static inline void bl_bgemm_shared_init(bl_bgemm_shared *j, int parts)
+static inline void bl_bgemm_shared_init(bl_bgemm_shared *j)
 {
     const int kc = bl_bgemm_kc(j->k, 1), nkb = (j->k + kc - 1) / kc;
     j->rows_kb = (atomic_int *)(j->bp + (bl_packed_size(j->n1, kc) + bl_packed_size(j->n2, kc))
                                             * (size_t)nkb);
     for (int g = 0; g < (j->m + BL_BG_ROWS_T - 1) / BL_BG_ROWS_T; g++)
         atomic_init(&j->rows_kb[g], 0);
-    j->parts = parts;
+    atomic_init(&j->pack_next, 0);
     atomic_init(&j->packed, 0);
     atomic_init(&j->next, 0);
     atomic_init(&j->done, 0);
@@ -233,18 +234,19 @@ static inline void bl_wait_count(atomic_int *count, int target)
         bl_relax(spins++);
 }
 
+/* ap: the calling thread's transposed rows, BL_BG_ROWS_T * bl_bgemm_kc(k, 1) floats. Returns
+ * when every item is done (every row of C is there to read). */
 static inline __attribute__((always_inline)) void
-bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, int part)
+bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, float *ap)
 {
-    if (part >= j->parts)
-        return;
     const int kc_max = bl_bgemm_kc(j->k, 1), nkb = (j->k + kc_max - 1) / kc_max;
     const int R = BL_BG_ROWS_T, ngroups = (j->m + R - 1) / R;
     const int q1 = bl_groups(j->n1), per_kb = q1 + bl_groups(j->n2), units = nkb * per_kb;
     const size_t s1 = bl_packed_size(j->n1, kc_max), s2 = bl_packed_size(j->n2, kc_max);
     float *bp2 = j->bp + s1 * (size_t)nkb;
-    /* this part's share of the packing: units (k block, group of B1 or of B2) */
-    for (int u = part * units / j->parts; u < (part + 1) * units / j->parts; u++) {
+    /* the packing, in units (k block, group of B1 or of B2) */
+    for (int u; (u = atomic_fetch_add_explicit(&j->pack_next, 1, memory_order_relaxed))
+                < units;) {
         const int kb = u / per_kb, q = u % per_kb;
         const int k0 = kb * kc_max, kc = j->k - k0 < kc_max ? j->k - k0 : kc_max;
         if (q < q1)
@@ -253,47 +255,46 @@ bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, int part)
         else
             bl_pack_groups_t(j->n2, kc, j->B2 + (size_t)k0 * j->ldb2, j->ldb2,
                              bp2 + s2 * (size_t)kb, q - q1, q - q1 + 1);
+        atomic_fetch_add_explicit(&j->packed, 1, memory_order_release);
     }
-    atomic_fetch_add_explicit(&j->packed, 1, memory_order_release);
-    bl_wait_count(&j->packed, j->parts);
+    bl_wait_count(&j->packed, units);
     for (int i; (i = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed))
                 < nkb * ngroups;) {
         const int kb = i / ngroups, g = i % ngroups, i0 = g * R;
         const int rows = j->m - i0 < R ? j->m - i0 : R;
         const int k0 = kb * kc_max, kc = j->k - k0 < kc_max ? j->k - k0 : kc_max;
-        bl_transpose_block(wide, rows, kc, j->A + (size_t)k0 * j->lda + i0, j->lda,
-                           j->ap[part]);
+        bl_transpose_block(wide, rows, kc, j->A + (size_t)k0 * j->lda + i0, j->lda, ap);
         bl_wait_count(&j->rows_kb[g], kb);      /* claimed ngroups items ago: rarely waits */
-        bl_bgemm_panels(wide, rows, j->n1, kc, j->ap[part], (size_t)kc,
+        bl_bgemm_panels(wide, rows, j->n1, kc, ap, (size_t)kc,
                         j->bp + s1 * (size_t)kb, j->C1 + (size_t)i0 * j->ldc1, j->ldc1, kb > 0);
         if (j->n2 > 0)
-            bl_bgemm_panels(wide, rows, j->n2, kc, j->ap[part], (size_t)kc,
+            bl_bgemm_panels(wide, rows, j->n2, kc, ap, (size_t)kc,
                             bp2 + s2 * (size_t)kb, j->C2 + (size_t)i0 * j->ldc2, j->ldc2,
                             kb > 0);
         atomic_store_explicit(&j->rows_kb[g], kb + 1, memory_order_release);
         atomic_fetch_add_explicit(&j->done, 1, memory_order_release);
     }
-    bl_wait_count(&j->done, nkb * ngroups);   /* every row of C is there for this part to read */
+    bl_wait_count(&j->done, nkb * ngroups);
 }
 
 BL_WIDE
-static void bl_bgemm_shared_wide(bl_bgemm_shared *j, int part)
+static void bl_bgemm_shared_wide(bl_bgemm_shared *j, float *ap)
 {
-    bl_bgemm_shared_body(1, j, part);
+    bl_bgemm_shared_body(1, j, ap);
 }
 
 BL_NARROW
-static void bl_bgemm_shared_narrow(bl_bgemm_shared *j, int part)
+static void bl_bgemm_shared_narrow(bl_bgemm_shared *j, float *ap)
 {
-    bl_bgemm_shared_body(0, j, part);
+    bl_bgemm_shared_body(0, j, ap);
 }
 
-static inline void bl_bgemm_shared_part(bl_bgemm_shared *j, int part)
+static inline void bl_bgemm_shared_run(bl_bgemm_shared *j, float *ap)
 {
     if (bl_isa_wide())
-        bl_bgemm_shared_wide(j, part);
+        bl_bgemm_shared_wide(j, ap);
     else
-        bl_bgemm_shared_narrow(j, part);
+        bl_bgemm_shared_narrow(j, ap);
 }
 
 /* C[m x n] (+)= op(A) @ B: bl_bgemm2 with one product; buf: bl_bgemm_floats(n, k, at). */

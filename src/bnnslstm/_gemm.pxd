@@ -61,10 +61,9 @@ cdef extern from "_bgemm.h" nogil:
         float *C2
         size_t ldc1, ldc2
         float *bp
-        float *ap[2]
     size_t bgemm_shared_floats "bl_bgemm_shared_floats"(int m, int n1, int n2, int k)
-    void bgemm_shared_init "bl_bgemm_shared_init"(bl_bgemm_shared *j, int parts)
-    void bgemm_shared_part "bl_bgemm_shared_part"(bl_bgemm_shared *j, int part)
+    void bgemm_shared_init "bl_bgemm_shared_init"(bl_bgemm_shared *j)
+    void bgemm_shared_run "bl_bgemm_shared_run"(bl_bgemm_shared *j, float *ap)
 
 cdef enum:
     # With two threads, each takes half of the batch rows of a time loop (forward or

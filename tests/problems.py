@@ -281,23 +281,33 @@ def build_delta(
 @dataclass
 class CountingAllocator:
     """BNNSAlloc/BNNSFree callbacks that count calls, check the alignment contract and keep
-    every live block, so that tests can see that allocations and frees balance."""
+    every live block, so that tests can see that allocations and frees balance. With `guard`,
+    that many pattern bytes follow each block; a free that finds them changed records the
+    block's size in `overruns` (the kernel wrote past the workspace it asked for)."""
 
     live: dict = field(default_factory=dict)
     allocs: int = 0
     frees: int = 0
+    guard: int = 0
+    overruns: list = field(default_factory=list)
+    sizes: dict = field(default_factory=dict)
 
     def alloc(self, memptr, alignment, size) -> int:
         self.allocs += 1
         assert alignment >= ctypes.sizeof(ctypes.c_void_p) and alignment & (alignment - 1) == 0
-        buf = ctypes.create_string_buffer(size + alignment)
+        buf = ctypes.create_string_buffer(size + alignment + self.guard)
         addr = (ctypes.addressof(buf) + alignment - 1) // alignment * alignment
+        ctypes.memset(addr + size, 0xA5, self.guard)
         self.live[addr] = buf
+        self.sizes[addr] = size
         memptr[0] = addr
         return 0
 
     def free(self, ptr) -> None:
         self.frees += 1
+        size = self.sizes.pop(ptr)
+        if ctypes.string_at(ptr + size, self.guard) != b"\xa5" * self.guard:
+            self.overruns.append(size)
         del self.live[ptr]
 
     def filter_params(self) -> bl.FilterParameters:

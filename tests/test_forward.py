@@ -213,6 +213,21 @@ def test_filter_params_allocator_is_used_and_balanced(rng):
     assert counting.allocs >= 1 and counting.allocs == counting.frees and not counting.live
 
 
+@pytest.mark.parametrize("I, H, L, bidir, S", [
+    (584, 292, 1, False, 1), (36, 292, 2, True, 1), (292, 292, 2, True, 3), (600, 292, 1, False, 1),
+    (100, 292, 1, False, 1)])
+def test_workspace_holds_every_direct_product(rng, I, H, L, bidir, S):
+    # The buffer the direct form packs W into (each layer's projection; at S = 1 the step's W_h)
+    # must hold what every k it serves asks for: a chunk holds whole blocks of panels, so a
+    # narrower k can ask for more floats than the widest (k = 292: 18 panels of 292 floats,
+    # 584: 6 panels). Sized for the widest alone, the W_h of S = 1 wrote past the workspace
+    # (glibc aborted). Nothing may be written past it, and the results match the reference.
+    counting = CountingAllocator(guard=4 << 20)
+    p = random_problem(rng, I=I, H=H, L=L, N=3, S=S, bidir=bidir)
+    check(build(p), counting.filter_params())
+    assert counting.allocs >= 1 and not counting.overruns
+
+
 def test_allocator_failure_is_a_clean_error(rng):
     p = random_problem(rng)
     built = build(p)

@@ -184,8 +184,8 @@ cdef struct Workspace:
     bl_helper *helper   # second thread (n_threads != 1), or NULL
     float *whp      # W_h, W_c of the current (layer, direction) packed for pgemm
     float *wcp
-    float *wxbuf    # [2][direct_floats(max(in, H))] W_x (or, at S = 1, W_h) packed block by
-                    # block (pgemm_direct)
+    float *wxbuf    # [2][direct_buffer_floats] W_x (or, at S = 1, W_h) packed block by block
+                    # (pgemm_direct)
     float *wxp      # W_x packed whole, when the projection goes in chunks (else unused)
     float *gates    # [gate_steps][N][4H] pre-activations (general cell pass: then activations)
     float *xg       # [S][N][I] x gathered into rows (NULL when x is used in place)
@@ -258,6 +258,16 @@ cdef size_t widest_input(const LSTMPlan *p) noexcept nogil:
     """The widest layer input: x's I, or D*H for layers >= 1 (D2)."""
     return max(p.In, p.W1) if p.L > 1 else p.In
 
+cdef size_t direct_buffer_floats(const LSTMPlan *p) noexcept nogil:
+    """Floats of one thread's pgemm_direct buffer: the largest that any product using it asks
+    for (each layer's projection, k = its input width; at S = 1 the step's W_h, k = H).
+    direct_floats is not monotonic in k (a chunk holds whole blocks of panels: at k = 584 6
+    panels, at k = 292 18), so each k counts, not only the widest."""
+    cdef size_t n = max(direct_floats(<int>p.In), direct_floats(<int>p.H))
+    if p.L > 1:
+        n = max(n, direct_floats(<int>p.W1))
+    return n
+
 cdef bint chunked_projection(const LSTMPlan *p) noexcept nogil:
     """Does the time loop project the input in chunks (see PROJ_CHUNK_MIN_BYTES)?"""
     return p.S * p.N * 4 * p.H * sizeof(float) >= PROJ_CHUNK_MIN_BYTES \
@@ -291,8 +301,7 @@ cdef int layout_workspace(const LSTMPlan *p, Workspace *w, float *base,
         return set_error(b"workspace size overflows size_t")
     for lane in range(direction_lanes(p)):
         if weights_regions(p, &off, o) \
-                or region(&off, 2, direct_floats(<int>max(in_max, p.H)) if pack else 0, 1,
-                          &o[12]) \
+                or region(&off, 2, direct_buffer_floats(p) if pack else 0, 1, &o[12]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>p.H) if p.S > 1 and pack else 0,
                           1, &o[13]) \
                 or region(&off, 4, packed_size(<int>p.H, <int>p.H) if any_full_peephole(p) else 0,

@@ -384,7 +384,7 @@ for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, u
         assert _unit_splits() - before_units == (2 if split and not rows else 0)
         assert _row_splits() - before_rows == (2 if rows else 0)
         before, before_products, before_lanes, before_shared = _helper_loops(), \
-            _helper_products(), _direction_lanes(), _lanes_shared()
+            _helper_products(), _direction_lanes(), _lanes_shared()[0]
         _direction_lanes(lanes_on)
         try:
             outs.append([y, *lstm.backward(dy)]
@@ -393,7 +393,7 @@ for n, bidir, lengths, lanes_on in ((21, False, unequal(21), True), (21, True, u
             _direction_lanes(True)
         lanes = threads == 2 and bidir and lanes_on and _own_products()
         assert _direction_lanes() - before_lanes == (2 if lanes else 0), "lanes"
-        assert _lanes_shared() - before_shared == (2 if lanes else 0), "lanes' products"
+        assert _lanes_shared()[0] - before_shared == (2 if lanes else 0), "lanes' products"
         loops = threads == 2 and not lanes
         assert _helper_loops() - before == (2 * (1 + bidir) if loops else 0), "loops"
         split = threads == 2 and not lanes and (_own_products() or _blas_single_threads())

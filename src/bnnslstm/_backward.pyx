@@ -64,6 +64,13 @@ cdef extern from *:
     static atomic_ulong bl_backward_shared_dw;  /* dW products the parts shared (tests) */
     static atomic_ulong bl_backward_lanes;  /* layers whose two directions ran at once (tests) */
     static atomic_ulong bl_backward_lanes_shared;  /* ... and shared their products (tests) */
+    static atomic_ulong bl_backward_lanes_joined;  /* ... a thread ran pieces of the other's */
+    static int bl_lanes_delay_part = -1;  /* tests: this direction's time loop starts late */
+    #include <time.h>
+    static inline void bl_lanes_delay(void) {
+        struct timespec t = {0, 20000000};
+        nanosleep(&t, NULL);
+    }
     static int bl_lanes_off;       /* tests and A/B timing: the directions one after the other */
     static int bl_shared_dw_off;   /* tests and A/B timing: the static halves instead */
     static atomic_ulong bl_backward_dw_in_place;  /* gates' dW_x, dW_h written in place (tests) */
@@ -97,6 +104,9 @@ cdef extern from *:
     unsigned long bl_backward_shared_dw
     unsigned long bl_backward_lanes
     unsigned long bl_backward_lanes_shared
+    unsigned long bl_backward_lanes_joined
+    int bl_lanes_delay_part
+    void lanes_delay "bl_lanes_delay"() nogil
     ctypedef struct bl_claims:
         pass
     void claims_init "bl_claims_init"(bl_claims *c) nogil
@@ -124,9 +134,14 @@ def _direction_lanes(enabled: bool | None = None) -> int:
         bl_lanes_off = not enabled
     return bl_backward_lanes
 
-def _lanes_shared() -> int:
-    """Layers whose two directions ran at once and shared their products (shared_products)."""
-    return bl_backward_lanes_shared
+def _lanes_shared(late: int | None = None) -> tuple[int, int]:
+    """(layers whose two directions ran at once and shared their products, times a thread ran
+    pieces of the other direction's products); late: 0 or 1 starts that direction's time loop
+    20 ms late, -1 neither (tests: the other thread then finishes first and must wait)."""
+    global bl_lanes_delay_part
+    if late is not None:
+        bl_lanes_delay_part = late
+    return bl_backward_lanes_shared, bl_backward_lanes_joined
 
 def _helper_loops() -> int:
     """How many backward time loops so far ran on two threads (lets tests see that it ran)."""
@@ -599,22 +614,26 @@ cdef void gate_pair_tail(const Grads *g, int q) noexcept nogil:
                                <size_t>(p.S * p.N), H, dv + (k - k0) * H)
             scatter_vector(&gr.gate[k].dwc, g.l, g.d, dv + (k - k0) * H, H)
 
-cdef void shared_products(Grads *g, int t) noexcept nogil:
+cdef int shared_products(Grads *g, int t) noexcept nogil:
     """Thread t's share of the shared products (shared_dw_job): dX's two halves (when the time
     loop did not compute dX), the shared dW_x and dW_h, then the two gate pairs' tails, each
     piece taken by whichever thread claims it first, so that a thread that arrives first (or
     late, from the other direction's products) takes more. Thread t works in g.tbuf[t]. Returns
     when dX's halves are claimed, dW is done and the tails are claimed; the caller's join
-    waits for the pieces the other thread is still running."""
-    cdef int q = claim(&g.claims, 0) if g.dx_after else 2
+    waits for the pieces the other thread is still running. Returns how many dX halves and
+    tails this thread ran, and whether it ran dW items (1 more)."""
+    cdef int q = claim(&g.claims, 0) if g.dx_after else 2, ran = 0
     while q < 2:
         dx_part(g, q, g.tbuf[t])
+        ran += 1
         q = claim(&g.claims, 0)
-    bgemm_shared_run(&g.dw, g.tbuf[t])
+    ran += bgemm_shared_run(&g.dw, g.tbuf[t]) > 0
     q = claim(&g.claims, 1)
     while q < 2:
         gate_pair_tail(g, q)
+        ran += 1
         q = claim(&g.claims, 1)
+    return ran
 
 cdef void gradients_part(Grads *g, int part) noexcept nogil:
     """dW_x = dA^T X, dW_h = dA^T H_prev, db and the peephole gradients of this part's gates,
@@ -887,6 +906,8 @@ cdef void lanes_task(void *arg, int part) noexcept nogil:
         return
     direction_setup(a.p, a.gr, a.cache, b, a.l, part, a.xin, a.ldx, a.in_w, a.need_dx, &steps,
                     &a.grads[part])
+    if part == bl_lanes_delay_part:
+        lanes_delay()
     backward_steps(&steps, 0, a.p.N)
     store_state(&a.gr.dh0, a.l, part, a.p.N, a.p.H, b.dh, a.gr.dh0.accumulate)
     store_state(&a.gr.dc0, a.l, part, a.p.N, a.p.H, b.dc, a.gr.dc0.accumulate)
@@ -895,7 +916,8 @@ cdef void lanes_task(void *arg, int part) noexcept nogil:
     flag_set(&a.ready[part])
     shared_products(&a.grads[part], part)
     flag_wait(&a.ready[1 - part])       # the other direction's time loop is done
-    shared_products(&a.grads[1 - part], part)
+    if shared_products(&a.grads[1 - part], part):
+        count_event(&bl_backward_lanes_joined, 1)
 
 cdef float *dx_rows(const LSTMPlan *p, const GradPlan *gr) noexcept nogil:
     """The caller's dL/dx as the [S*N][I] row-major block that layer 0's loop and products

@@ -235,10 +235,12 @@ static inline void bl_wait_count(atomic_int *count, int target)
 }
 
 /* ap: the calling thread's transposed rows, BL_BG_ROWS_T * bl_bgemm_kc(k, 1) floats. Returns
- * when every item is done (every row of C is there to read). */
-static inline __attribute__((always_inline)) void
+ * when every item is done (every row of C is there to read), with how many items this thread
+ * ran. */
+static inline __attribute__((always_inline)) int
 bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, float *ap)
 {
+    int ran = 0;
     const int kc_max = bl_bgemm_kc(j->k, 1), nkb = (j->k + kc_max - 1) / kc_max;
     const int R = BL_BG_ROWS_T, ngroups = (j->m + R - 1) / R;
     const int q1 = bl_groups(j->n1), per_kb = q1 + bl_groups(j->n2), units = nkb * per_kb;
@@ -273,28 +275,27 @@ bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, float *ap)
                             kb > 0);
         atomic_store_explicit(&j->rows_kb[g], kb + 1, memory_order_release);
         atomic_fetch_add_explicit(&j->done, 1, memory_order_release);
+        ran++;
     }
     bl_wait_count(&j->done, nkb * ngroups);
+    return ran;
 }
 
 BL_WIDE
-static void bl_bgemm_shared_wide(bl_bgemm_shared *j, float *ap)
+static int bl_bgemm_shared_wide(bl_bgemm_shared *j, float *ap)
 {
-    bl_bgemm_shared_body(1, j, ap);
+    return bl_bgemm_shared_body(1, j, ap);
 }
 
 BL_NARROW
-static void bl_bgemm_shared_narrow(bl_bgemm_shared *j, float *ap)
+static int bl_bgemm_shared_narrow(bl_bgemm_shared *j, float *ap)
 {
-    bl_bgemm_shared_body(0, j, ap);
+    return bl_bgemm_shared_body(0, j, ap);
 }
 
-static inline void bl_bgemm_shared_run(bl_bgemm_shared *j, float *ap)
+static inline int bl_bgemm_shared_run(bl_bgemm_shared *j, float *ap)
 {
-    if (bl_isa_wide())
-        bl_bgemm_shared_wide(j, ap);
-    else
-        bl_bgemm_shared_narrow(j, ap);
+    return bl_isa_wide() ? bl_bgemm_shared_wide(j, ap) : bl_bgemm_shared_narrow(j, ap);
 }
 
 /* C[m x n] (+)= op(A) @ B: bl_bgemm2 with one product; buf: bl_bgemm_floats(n, k, at). */

@@ -63,7 +63,7 @@ cdef extern from "_bgemm.h" nogil:
         float *bp
     size_t bgemm_shared_floats "bl_bgemm_shared_floats"(int m, int n1, int n2, int k)
     void bgemm_shared_init "bl_bgemm_shared_init"(bl_bgemm_shared *j)
-    void bgemm_shared_run "bl_bgemm_shared_run"(bl_bgemm_shared *j, float *ap)
+    int bgemm_shared_run "bl_bgemm_shared_run"(bl_bgemm_shared *j, float *ap)
 
 cdef enum:
     # With two threads, each takes half of the batch rows of a time loop (forward or

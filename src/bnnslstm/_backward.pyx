@@ -57,7 +57,7 @@ cdef extern from "_cellgrad.h" nogil:
 cdef extern from *:
     """
     #include <stdatomic.h>
-    #include "_helper.h"   /* bl_relax */
+    #include "_bgemm.h"    /* bl_wait_count; and, through it, _helper.h's bl_claim */
     static atomic_ulong bl_backward_helper_loops;   /* time loops split in two (tests) */
     static atomic_ulong bl_backward_helper_products;   /* products split in two (tests) */
     static atomic_ulong bl_backward_dx_after;   /* dX as one product after the loop (tests) */
@@ -78,12 +78,12 @@ cdef extern from *:
     static int bl_in_place_off;    /* tests and A/B timing: every gradient through scratch */
     /* Pieces of the shared products that either thread may take (shared_products): dX's
        halves, then the gate pairs' scatter, db and peepholes */
-    typedef struct { atomic_int next[2]; } bl_claims;
+    typedef struct { atomic_ulong next[2]; } bl_claims;
     static inline void bl_claims_init(bl_claims *c) {
         atomic_init(&c->next[0], 0); atomic_init(&c->next[1], 0);
     }
     static inline int bl_claim_piece(bl_claims *c, int kind) {
-        return atomic_fetch_add_explicit(&c->next[kind], 1, memory_order_relaxed);
+        return (int)bl_claim(&c->next[kind]);   /* a few claims a job: no overflow */
     }
     /* Backward lanes: a direction's products ready for the other thread to join */
     typedef struct { atomic_int set; } bl_flag;
@@ -91,11 +91,7 @@ cdef extern from *:
     static inline void bl_flag_set(bl_flag *f) {
         atomic_store_explicit(&f->set, 1, memory_order_release);
     }
-    static inline void bl_flag_wait(bl_flag *f) {
-        unsigned spins = 0;
-        while (!atomic_load_explicit(&f->set, memory_order_acquire))
-            bl_relax(spins++);
-    }
+    static inline void bl_flag_wait(bl_flag *f) { bl_wait_count(&f->set, 1); }
     """
     void count_event "atomic_fetch_add"(void *counter, unsigned long n) nogil
     unsigned long bl_backward_helper_loops

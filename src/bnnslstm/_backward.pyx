@@ -65,7 +65,9 @@ cdef extern from *:
     static atomic_ulong bl_backward_lanes;  /* layers whose two directions ran at once (tests) */
     static atomic_ulong bl_backward_lanes_shared;  /* ... and shared their products (tests) */
     static atomic_ulong bl_backward_lanes_joined;  /* ... a thread ran pieces of the other's */
-    static int bl_lanes_delay_part = -1;  /* tests: this direction's time loop starts late */
+    /* tests: this direction's time loop starts late, and its products wait a while after
+       their ready flag, so that the other thread must wait for it and then surely joins */
+    static int bl_lanes_delay_part = -1;
     #include <time.h>
     static inline void bl_lanes_delay(void) {
         struct timespec t = {0, 20000000};
@@ -133,7 +135,9 @@ def _direction_lanes(enabled: bool | None = None) -> int:
 def _lanes_shared(late: int | None = None) -> tuple[int, int]:
     """(layers whose two directions ran at once and shared their products, times a thread ran
     pieces of the other direction's products); late: 0 or 1 starts that direction's time loop
-    20 ms late, -1 neither (tests: the other thread then finishes first and must wait)."""
+    20 ms late and its products 20 ms after their ready flag, -1 neither (tests: the other
+    thread then finishes first, must wait, and takes pieces of them even on a loaded machine,
+    where it might otherwise not run again before the late one has taken them all)."""
     global bl_lanes_delay_part
     if late is not None:
         bl_lanes_delay_part = late
@@ -910,6 +914,8 @@ cdef void lanes_task(void *arg, int part) noexcept nogil:
     a.grads[part].shared = True
     shared_dw_job(&a.grads[part], a.b[0].bgbuf, a.b[1].bgbuf)
     flag_set(&a.ready[part])
+    if part == bl_lanes_delay_part:     # and leaves its products to the other thread a while
+        lanes_delay()
     shared_products(&a.grads[part], part)
     flag_wait(&a.ready[1 - part])       # the other direction's time loop is done
     if shared_products(&a.grads[1 - part], part):

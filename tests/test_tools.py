@@ -43,7 +43,7 @@ def test_kernel_microbenchmark_builds_and_its_products_are_right(tmp_path):
     run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     products = [line for line in run.stdout.splitlines() if "GFLOP/s  " in line]
-    assert len(products) == 8, run.stdout        # block, 3 steps, 2 projections, dW, dX
+    assert len(products) == 9, run.stdout    # block, 3 steps, 2 projections, dh, dW, dX
     assert "GB/s of W" in run.stdout
 
 

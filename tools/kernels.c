@@ -163,6 +163,23 @@ static void pgemm_case(const char *what, int m, int H, int k, int direct)
     free(W), free(A), free(Wp), free(C), free(buf);
 }
 
+/* The backward's per-step dh = dA W_h, W_h [4H x H] packed as panels of W_h^T (one k block: 4H
+ * <= 2048, as pack_kblocks packs it then). */
+static void dh_case(int m, int H)
+{
+    const int G = 4 * H;
+    float *Wh = floats((size_t)G * H, 22), *dA = floats((size_t)m * G, 23);
+    float *Wp = floats(bl_packed_size(H, G), 24), *C = floats((size_t)m * H, 25);
+    bl_pack_panels_t(H, G, Wh, H, Wp);
+    pgemm_arg a = {bl_pgemm_job_make(m, 1, H, G, dA, G, Wp, C, H, 0), 0};
+    run_pgemm(&a);
+    char name[96];
+    snprintf(name, sizeof name, "dh = dA W_h  m=%d k=%d n=%d", m, G, H);
+    check(name, m, H, G, dA, G, 1, Wh, H, 1, C, H);
+    report(name, best_of(run_pgemm, &a), 2.0 * m * G * H);
+    free(Wh), free(dA), free(Wp), free(C);
+}
+
 /* The backward's whole-sequence products: dW = dA^T [X, H_prev] (at) and dX = dA W_x. */
 typedef struct {
     int m, k, n1, n2, at;
@@ -268,6 +285,8 @@ int main(int argc, char **argv)
     pgemm_case("x W_x^T", 1600, 512, 512, 1);
     if (!quick)
         pgemm_case("x W_x^T", 1600, 1024, 1024, 1);
+    printf("backward, one step (N = 64):\n");
+    dh_case(64, 512);
     printf("backward, whole sequence (T = 25, N = 64):\n");
     dw_case(512, 1600, 512);
     dx_case(512, 1600, 512);

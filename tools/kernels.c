@@ -10,10 +10,10 @@
  *                        # check that it builds and computes right; its times mean little)
  *
  * (the extension's kernel flags: the kernels pick their ISA level at run time, as in the
- * wheel). One thread. For each product: the best time of
- * repeated calls, GFLOP/s (GB/s of source for a pack) and the fraction of the FMA peak measured
- * first (_peak.h). Before timing, every product is checked on sampled elements against a
- * double-precision dot product: exit status 1 if one is off.
+ * wheel). One thread. For each product: the best time of repeated calls, GFLOP/s (GB/s of
+ * source for a pack) and the fraction of the FMA peak measured first (_peak.h). Before
+ * timing, every product is checked on sampled elements against a double-precision dot
+ * product: exit status 1 if one is off.
  */
 #define _GNU_SOURCE
 #include <float.h>
@@ -96,15 +96,6 @@ static void report(const char *name, double seconds, double flops)
            flops / seconds / 1e9, 100 * flops / seconds / 1e9 / peak);
 }
 
-/* The recurrent product of one step, C[m x 4H] += h[m x H] W_h^T, from the packed panels,
- * every other call visiting them last to first (as the time loop does); and the input
- * projection of all steps, from packed W_x or in the direct form (packing it chunk by chunk,
- * as a per-call forward does). */
-typedef struct {
-    bl_pgemm_job job;
-    int calls;
-} pgemm_arg;
-
 /* One register block's rows past 3 panels (W [48 x k] packed), all in L1 and L2: the kernel
  * alone. */
 typedef struct {
@@ -132,6 +123,15 @@ static void block_case(int m, int k)
     report(name, best_of(run_block, &a), 2.0 * m * 48 * k);
     free(W), free(Wp), free((void *)a.A), free(a.C);
 }
+
+/* The recurrent product of one step, C[m x 4H] += h[m x H] W_h^T, from the packed panels,
+ * every other call visiting them last to first (as the time loop does); and the input
+ * projection of all steps, from packed W_x or in the direct form (packing it chunk by chunk,
+ * as a per-call forward does). */
+typedef struct {
+    bl_pgemm_job job;
+    int calls;
+} pgemm_arg;
 
 static void run_pgemm(void *p)
 {

@@ -175,6 +175,11 @@ def backward(size_t I, size_t H, size_t N, size_t S, size_t x, size_t wx, size_t
 '''
 
 
+def compiler() -> list[str]:
+    """The C compiler command this Python was built with (CC overrides it), as argv words."""
+    return (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+
+
 def compile_module(tmp: Path, name: str, source: str, openmp: bool = False):
     """Cythonize and compile `source` as module `name` in tmp, against the installed bnnslstm
     (found on sys.path like any cimported package), and import it."""
@@ -184,9 +189,8 @@ def compile_module(tmp: Path, name: str, source: str, openmp: bool = False):
     subprocess.run([sys.executable, "-m", "cython", "-3", str(pyx), "-o", str(csrc)], check=True,
                    capture_output=True, text=True)
     so = tmp / (name + sysconfig.get_config_var("EXT_SUFFIX"))
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
     flags = ["-fopenmp"] if openmp else []
-    subprocess.run([*cc.split(), "-shared", "-fPIC", "-O1", *flags, "-I",
+    subprocess.run([*compiler(), "-shared", "-fPIC", "-O1", *flags, "-I",
                     sysconfig.get_paths()["include"], str(csrc), "-o", str(so)], check=True,
                    capture_output=True, text=True)
     spec = importlib.util.spec_from_file_location(name, so)

@@ -4,24 +4,19 @@ reference (it exits 1 otherwise)."""
 
 from __future__ import annotations
 
-import os
 import platform
 import re
 import shlex
 import subprocess
-import sysconfig
 from pathlib import Path
 
 import pytest
+from downstream import compiler
 
 import bnnslstm as bl
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOL = ROOT / "tools" / "kernels.c"
-
-
-def compiler() -> list[str]:
-    return (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
 
 
 def documented_flags() -> list[str]:

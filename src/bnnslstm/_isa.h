@@ -8,18 +8,30 @@
  * built once, for x86-64-v4 (BL_WIDE), and the narrow one only for v3 and the baseline
  * (BL_NARROW): each clone holds only code its CPUs run, which also halves the build time.
  *
- * A build for this CPU alone (meson's `native` option: -march=native, BL_NATIVE) has no
- * clones: every function is built for it. A target of x86-64-v4 there would take away the
- * CPU's features beyond v4 (a Zen 4 has AVX-512 BF16, VNNI, ...), which the always-inline
- * kernel bodies are built with, and gcc cannot inline them into it: no build. */
+ * The clones can only be built on top of a baseline that is an x86-64 level (gcc's arch of
+ * them all is k8) with no extension beyond x86-64-v4. On any other (-march=native or
+ * -march=haswell in CFLAGS; meson's `native` option), a clone's target would take away the
+ * baseline's arch or features, which the always-inline kernel bodies are built with, and gcc
+ * refuses to inline them into it: no build. There (BL_NO_CLONES; meson defines it too when a
+ * probe of exactly this fails, for extensions named in CFLAGS: -maes) every function is built
+ * for the baseline, and only the wide blocking, which runs where bl_isa_wide says so, adds
+ * AVX-512 to it: adding never takes a baseline feature away. */
 #ifndef BNNSLSTM_ISA_H
 #define BNNSLSTM_ISA_H
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
-    && !defined(BL_NATIVE)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if (!defined(__k8__) || defined(__3dNOW__)) && !defined(BL_NO_CLONES)
+#define BL_NO_CLONES 1
+#endif
+#ifndef BL_NO_CLONES
 #define BL_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define BL_WIDE __attribute__((target("arch=x86-64-v4")))
 #define BL_NARROW __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define BL_CLONES
+#define BL_WIDE __attribute__((target("avx2,fma,avx512f,avx512bw,avx512cd,avx512dq,avx512vl")))
+#define BL_NARROW
+#endif
 #else
 #define BL_CLONES
 #define BL_WIDE

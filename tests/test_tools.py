@@ -86,3 +86,39 @@ def test_meson_probe_turns_the_clones_off_where_they_cannot_build(tmp_path):
         assert (compile_c(source, flags, tmp_path).returncode == 0) == builds, flags
         if TOOL.exists():
             assert (compile_c(TOOL, flags, tmp_path).returncode == 0) == builds, flags
+
+
+def cpu_flags() -> set[str]:
+    """This CPU's feature flags (Linux)."""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+# Make this CPU answer that it has no AVX-512 (every other feature as it is claimed: the test
+# runs only where the CPU has AVX2 and FMA)
+NO_AVX512 = '-D__builtin_cpu_supports(x)=(__builtin_strncmp((x), "avx512", 6) != 0)'
+
+
+@pytest.mark.skipif(not TOOL.exists() or not gcc_x86_64_linux()
+                    or not {"avx2", "fma"} <= cpu_flags(), reason="gcc, x86-64 Linux, AVX2")
+@pytest.mark.parametrize("flags", [["-march=haswell"], ["-maes", "-DBL_NO_CLONES", NO_AVX512]])
+def test_kernels_without_clones_compute_right(tmp_path, flags):
+    # Builds without clones run kernels that the wheel's build never has: the wide blocking
+    # with AVX-512 added to a baseline (-march=haswell, on an AVX-512 CPU), and, on a baseline
+    # below AVX2 (-maes alone, BL_NO_CLONES as meson's probe defines it), the narrow
+    # blocking's AVX2 build, which a CPU without AVX-512 takes. The tool checks every product.
+    exe = tmp_path / "kernels"
+    build = subprocess.run([*compiler(), "-O1", "-std=c11", "-ffp-contract=fast",
+                            "-Wno-unused-function", *flags, "-I", str(Path(bl.__file__).parent),
+                            str(TOOL), "-o", str(exe), "-lpthread", "-lm"],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    wide = NO_AVX512 not in flags and "avx512f" in cpu_flags()
+    assert ("AVX-512 (wide)" if wide else "AVX2 or portable (narrow)") in run.stdout
+    nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True)
+    if nm.returncode == 0:
+        assert ("bl_pgemm_panels_avx2" in nm.stdout) == (NO_AVX512 in flags), nm.stdout

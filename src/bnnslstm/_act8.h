@@ -10,14 +10,17 @@
 #ifndef BNNSLSTM_ACT8_H
 #define BNNSLSTM_ACT8_H
 
+#include "_isa.h"
+
 /* Built where the C passes are gcc's per-ISA clones (_isa.h), whose results these repeat
- * (another compiler may fold and contract the C forms otherwise). */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+ * (another compiler may fold and contract the C forms otherwise), or gcc's build of them for a
+ * baseline with FMA (without clones, on a baseline without FMA, they would differ: the C
+ * passes run there on every CPU). */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && (!defined(BL_NO_CLONES) || defined(__FMA__))
 #define BL_HAVE_AVX2_PASSES 1
 
 #include <immintrin.h>
-
-#include "_isa.h"
 
 #define BL_AVX2 __attribute__((target("avx2,fma")))
 #define BL_S8 _mm256_set1_ps

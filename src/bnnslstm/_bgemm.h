@@ -167,6 +167,18 @@ static void bl_bgemm2_narrow(int m, int k, const float *A, size_t lda, int at, i
                    buf);
 }
 
+#ifdef BL_NARROW_AVX2
+BL_NARROW_AVX2
+static void bl_bgemm2_avx2(int m, int k, const float *A, size_t lda, int at, int n1,
+                           const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2,
+                           const float *B2, size_t ldb2, float *C2, size_t ldc2, int add,
+                           float *buf)
+{
+    bl_bgemm2_body(0, m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
+                   buf);
+}
+#endif
+
 static inline void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, int n1,
                              const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2,
                              const float *B2, size_t ldb2, float *C2, size_t ldc2, int add,
@@ -175,6 +187,11 @@ static inline void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, i
     if (bl_isa_wide())
         bl_bgemm2_wide(m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
                        buf);
+#ifdef BL_NARROW_AVX2
+    else if (bl_isa_avx2())
+        bl_bgemm2_avx2(m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
+                       buf);
+#endif
     else
         bl_bgemm2_narrow(m, k, A, lda, at, n1, B1, ldb1, C1, ldc1, n2, B2, ldb2, C2, ldc2, add,
                          buf);
@@ -293,9 +310,23 @@ static int bl_bgemm_shared_narrow(bl_bgemm_shared *j, float *ap)
     return bl_bgemm_shared_body(0, j, ap);
 }
 
+#ifdef BL_NARROW_AVX2
+BL_NARROW_AVX2
+static int bl_bgemm_shared_avx2(bl_bgemm_shared *j, float *ap)
+{
+    return bl_bgemm_shared_body(0, j, ap);
+}
+#endif
+
 static inline int bl_bgemm_shared_run(bl_bgemm_shared *j, float *ap)
 {
-    return bl_isa_wide() ? bl_bgemm_shared_wide(j, ap) : bl_bgemm_shared_narrow(j, ap);
+    if (bl_isa_wide())
+        return bl_bgemm_shared_wide(j, ap);
+#ifdef BL_NARROW_AVX2
+    if (bl_isa_avx2())
+        return bl_bgemm_shared_avx2(j, ap);
+#endif
+    return bl_bgemm_shared_narrow(j, ap);
 }
 
 /* C[m x n] (+)= op(A) @ B: bl_bgemm2 with one product; buf: bl_bgemm_floats(n, k, at). */

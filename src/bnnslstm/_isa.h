@@ -1,26 +1,29 @@
-/* Per-ISA clones of the hot C loops: the wheel is built for the baseline ISA, so gcc builds one
- * clone per ISA level (x86-64-v4 = AVX-512, v3 = AVX2+FMA, baseline) and the dynamic loader
- * picks the best one for the CPU at load time. Elsewhere (clang, arm64, macOS) the baseline
- * code is used as is.
+/* Per-ISA builds of the hot C loops. The wheel is built for the x86-64 baseline, so gcc on
+ * x86-64 Linux builds one clone per ISA level (x86-64-v4 = AVX-512, v3 = AVX2+FMA, baseline)
+ * and the dynamic loader picks the best one for the CPU at load time.
  *
  * The GEMM kernels come in two blockings (bl_isa_wide): the wide one's 16-float vectors need
  * AVX-512 (on AVX2 gcc lowers them through the stack, at a sixth of the FMA peak), so it is
  * built once, for x86-64-v4 (BL_WIDE), and the narrow one only for v3 and the baseline
  * (BL_NARROW): each clone holds only code its CPUs run, which also halves the build time.
  *
- * The clones can only be built on top of a baseline that is an x86-64 level (gcc's arch of
- * them all is k8) with no extension beyond x86-64-v4. On any other (-march=native or
- * -march=haswell in CFLAGS; meson's `native` option), a clone's target would take away the
- * baseline's arch or features, which the always-inline kernel bodies are built with, and gcc
- * refuses to inline them into it: no build. There (BL_NO_CLONES; meson defines it too when a
- * probe of exactly this fails, for extensions named in CFLAGS: -maes) every function is built
- * for the baseline, and only the wide blocking, which runs where bl_isa_wide says so, adds
- * AVX-512 to it: adding never takes a baseline feature away. */
+ * Clones build only on a baseline that is an x86-64 level (gcc's arch of them all is k8) with
+ * no extension beyond x86-64-v4. On any other (-march=native or -march=haswell in CFLAGS,
+ * meson's `native` option), a clone's target would take away the baseline's arch or features,
+ * which the always-inline kernel bodies are built with, and gcc refuses to inline them into
+ * it: no build. Without clones (BL_NO_CLONES: there, with clang, off Linux; meson defines it
+ * too when a probe of exactly this fails, for an extension named on its own in CFLAGS: -maes)
+ * every function is built for the baseline, and the kernels add what their CPUs have, chosen
+ * at run time: the wide blocking AVX-512, and on a baseline below AVX2 the narrow blocking a
+ * second build with AVX2 and FMA (bl_isa_avx2). Adding never takes a baseline feature away.
+ * Before, clang's builds (macOS on Intel) ran every kernel at the baseline's SSE2, at a
+ * quarter of the FMA peak. On arm64 NEON is the baseline. */
 #ifndef BNNSLSTM_ISA_H
 #define BNNSLSTM_ISA_H
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#if (!defined(__k8__) || defined(__3dNOW__)) && !defined(BL_NO_CLONES)
+#if defined(__GNUC__) && defined(__x86_64__)
+#if (defined(__clang__) || !defined(__linux__) || !defined(__k8__) || defined(__3dNOW__)) \
+    && !defined(BL_NO_CLONES)
 #define BL_NO_CLONES 1
 #endif
 #ifndef BL_NO_CLONES
@@ -31,6 +34,9 @@
 #define BL_CLONES
 #define BL_WIDE __attribute__((target("avx2,fma,avx512f,avx512bw,avx512cd,avx512dq,avx512vl")))
 #define BL_NARROW
+#if !defined(__AVX2__) || !defined(__FMA__)
+#define BL_NARROW_AVX2 __attribute__((target("avx2,fma")))
+#endif
 #endif
 #else
 #define BL_CLONES
@@ -48,6 +54,17 @@ static inline int bl_isa_wide(void)
            && __builtin_cpu_supports("avx512vl");
 #elif defined(__aarch64__)
     return 1;
+#else
+    return 0;
+#endif
+}
+
+/* Does this CPU take the narrow blocking's AVX2 build (BL_NARROW_AVX2: only in builds without
+ * clones, on a baseline below AVX2)? */
+static inline int bl_isa_avx2(void)
+{
+#ifdef BL_NARROW_AVX2
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return 0;
 #endif

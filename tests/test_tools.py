@@ -4,10 +4,13 @@ reference (it exits 1 otherwise)."""
 
 from __future__ import annotations
 
+import importlib.util
 import platform
 import re
 import shlex
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,3 +125,46 @@ def test_kernels_without_clones_compute_right(tmp_path, flags):
     nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True)
     if nm.returncode == 0:
         assert ("bl_pgemm_panels_avx2" in nm.stdout) == (NO_AVX512 in flags), nm.stdout
+
+
+def clang() -> list[str] | None:
+    """A clang: `clang` on PATH, else zig's (the ziglang package, which .ci/run installs; built
+    for the x86-64 baseline, as a wheel's compiler would be)."""
+    if shutil.which("clang"):
+        return ["clang"]
+    if importlib.util.find_spec("ziglang") is not None:
+        return [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-gnu",
+                "-mcpu=x86_64"]
+    return None
+
+
+AVX512 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+
+
+@pytest.mark.skipif(not TOOL.exists() or platform.system() != "Linux"
+                    or platform.machine() != "x86_64" or clang() is None
+                    or not {"avx2", "fma"} <= cpu_flags(), reason="clang, x86-64 Linux, AVX2")
+@pytest.mark.parametrize("avx512", [True, False])
+def test_kernels_built_by_clang_compute_right(tmp_path, avx512):
+    # clang builds no clones (macOS on Intel builds with it): its kernels add AVX-512, or AVX2
+    # and FMA, to the baseline (_isa.h). Zig's clang does not detect the CPU, so the CPU's
+    # answers are given (all yes, or no AVX-512), within what this CPU has.
+    if avx512 and not AVX512 <= cpu_flags():
+        pytest.skip("this CPU has no AVX-512")
+    answer = '-D__builtin_cpu_supports(x)=1' if avx512 else NO_AVX512
+    exe = tmp_path / "kernels"
+    build = subprocess.run([*clang(), "-O1", "-std=c11", "-ffp-contract=fast",
+                            "-Wno-unused-function", answer, "-I", str(Path(bl.__file__).parent),
+                            str(TOOL), "-o", str(exe), "-lpthread", "-lm"],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert ("AVX-512 (wide)" if avx512 else "AVX2 or portable (narrow)") in run.stdout
+    # ... and the kernel that ran is built with those units (before, clang built it for the
+    # baseline's SSE2: no zmm or ymm FMA in it, a quarter of the FMA peak)
+    kernel, fma = ("bl_pgemm_panels_wide", "zmm") if avx512 else ("bl_pgemm_panels_avx2", "ymm")
+    dis = subprocess.run(["objdump", "-d", f"--disassemble={kernel}", str(exe)],
+                         capture_output=True, text=True) if shutil.which("objdump") else None
+    if dis is not None and dis.returncode == 0:
+        assert re.search(rf"vfmadd\w+\s.*%{fma}", dis.stdout), dis.stdout[-2000:]

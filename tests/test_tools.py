@@ -30,19 +30,27 @@ def documented_flags() -> list[str]:
     return [w for w in words if w.startswith(("-O", "-std", "-f", "-W"))]
 
 
+def run_tool(cc: list[str], flags: list[str], tmp_path: Path) -> tuple[Path, str]:
+    """Build the tool with `cc` and `flags` against the installed headers and run it with
+    --quick (every product checked: exit 1 if one is off); its path and output."""
+    exe = tmp_path / "kernels"
+    build = subprocess.run([*cc, *flags, "-I", str(Path(bl.__file__).parent), str(TOOL), "-o",
+                            str(exe), "-lpthread", "-lm"], capture_output=True, text=True,
+                           timeout=600)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return exe, run.stdout
+
+
 @pytest.mark.skipif(not TOOL.exists(), reason="not a source tree: no tools/")
 def test_kernel_microbenchmark_builds_and_its_products_are_right(tmp_path):
     flags = documented_flags()
     assert "-ffp-contract=fast" in flags and "-O3" in flags
-    exe = tmp_path / "kernels"
-    build = subprocess.run([*compiler(), *flags, "-I", str(Path(bl.__file__).parent), str(TOOL),
-                            "-o", str(exe), "-lpthread", "-lm"], capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    products = [line for line in run.stdout.splitlines() if "GFLOP/s  " in line]
-    assert len(products) == 9, run.stdout    # block, 3 steps, 2 projections, dh, dW, dX
-    assert "GB/s of W" in run.stdout
+    _, out = run_tool(compiler(), flags, tmp_path)
+    products = [line for line in out.splitlines() if "GFLOP/s  " in line]
+    assert len(products) == 9, out    # block, 3 steps, 2 projections, dh, dW, dX
+    assert "GB/s of W" in out
 
 
 def gcc_x86_64_linux() -> bool:
@@ -92,8 +100,9 @@ def test_meson_probe_turns_the_clones_off_where_they_cannot_build(tmp_path):
 
 
 def cpu_flags() -> set[str]:
-    """This CPU's feature flags (Linux)."""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
+    """This CPU's feature flags (Linux; elsewhere none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
         if line.startswith("flags"):
             return set(line.split(":", 1)[1].split())
     return set()
@@ -104,6 +113,11 @@ def cpu_flags() -> set[str]:
 NO_AVX512 = '-D__builtin_cpu_supports(x)=(__builtin_strncmp((x), "avx512", 6) != 0)'
 
 
+# What the kernels take the wide blocking with (bl_isa_wide)
+AVX512 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+QUICK_FLAGS = ["-O1", "-std=c11", "-ffp-contract=fast", "-Wno-unused-function"]
+
+
 @pytest.mark.skipif(not TOOL.exists() or not gcc_x86_64_linux()
                     or not {"avx2", "fma"} <= cpu_flags(), reason="gcc, x86-64 Linux, AVX2")
 @pytest.mark.parametrize("flags", [["-march=haswell"], ["-maes", "-DBL_NO_CLONES", NO_AVX512]])
@@ -112,19 +126,12 @@ def test_kernels_without_clones_compute_right(tmp_path, flags):
     # with AVX-512 added to a baseline (-march=haswell, on an AVX-512 CPU), and, on a baseline
     # below AVX2 (-maes alone, BL_NO_CLONES as meson's probe defines it), the narrow
     # blocking's AVX2 build, which a CPU without AVX-512 takes. The tool checks every product.
-    exe = tmp_path / "kernels"
-    build = subprocess.run([*compiler(), "-O1", "-std=c11", "-ffp-contract=fast",
-                            "-Wno-unused-function", *flags, "-I", str(Path(bl.__file__).parent),
-                            str(TOOL), "-o", str(exe), "-lpthread", "-lm"],
-                           capture_output=True, text=True)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    wide = NO_AVX512 not in flags and "avx512f" in cpu_flags()
-    assert ("AVX-512 (wide)" if wide else "AVX2 or portable (narrow)") in run.stdout
-    nm = subprocess.run(["nm", str(exe)], capture_output=True, text=True)
-    if nm.returncode == 0:
-        assert ("bl_pgemm_panels_avx2" in nm.stdout) == (NO_AVX512 in flags), nm.stdout
+    exe, out = run_tool(compiler(), QUICK_FLAGS + flags, tmp_path)
+    wide = NO_AVX512 not in flags and AVX512 <= cpu_flags()
+    assert ("AVX-512 (wide)" if wide else "AVX2 or portable (narrow)") in out
+    if shutil.which("nm"):
+        symbols = subprocess.run(["nm", str(exe)], capture_output=True, text=True).stdout
+        assert ("bl_pgemm_panels_avx2" in symbols) == (NO_AVX512 in flags), symbols
 
 
 def clang() -> list[str] | None:
@@ -138,9 +145,6 @@ def clang() -> list[str] | None:
     return None
 
 
-AVX512 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
-
-
 @pytest.mark.skipif(not TOOL.exists() or platform.system() != "Linux"
                     or platform.machine() != "x86_64" or clang() is None
                     or not {"avx2", "fma"} <= cpu_flags(), reason="clang, x86-64 Linux, AVX2")
@@ -151,20 +155,13 @@ def test_kernels_built_by_clang_compute_right(tmp_path, avx512):
     # answers are given (all yes, or no AVX-512), within what this CPU has.
     if avx512 and not AVX512 <= cpu_flags():
         pytest.skip("this CPU has no AVX-512")
-    answer = '-D__builtin_cpu_supports(x)=1' if avx512 else NO_AVX512
-    exe = tmp_path / "kernels"
-    build = subprocess.run([*clang(), "-O1", "-std=c11", "-ffp-contract=fast",
-                            "-Wno-unused-function", answer, "-I", str(Path(bl.__file__).parent),
-                            str(TOOL), "-o", str(exe), "-lpthread", "-lm"],
-                           capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe), "--quick"], capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    assert ("AVX-512 (wide)" if avx512 else "AVX2 or portable (narrow)") in run.stdout
+    answer = "-D__builtin_cpu_supports(x)=1" if avx512 else NO_AVX512
+    exe, out = run_tool(clang(), [*QUICK_FLAGS, answer], tmp_path)
+    assert ("AVX-512 (wide)" if avx512 else "AVX2 or portable (narrow)") in out
     # ... and the kernel that ran is built with those units (before, clang built it for the
     # baseline's SSE2: no zmm or ymm FMA in it, a quarter of the FMA peak)
     kernel, fma = ("bl_pgemm_panels_wide", "zmm") if avx512 else ("bl_pgemm_panels_avx2", "ymm")
-    dis = subprocess.run(["objdump", "-d", f"--disassemble={kernel}", str(exe)],
-                         capture_output=True, text=True) if shutil.which("objdump") else None
-    if dis is not None and dis.returncode == 0:
-        assert re.search(rf"vfmadd\w+\s.*%{fma}", dis.stdout), dis.stdout[-2000:]
+    if shutil.which("objdump"):
+        dis = subprocess.run(["objdump", "-d", f"--disassemble={kernel}", str(exe)],
+                             capture_output=True, text=True).stdout
+        assert re.search(rf"vfmadd\w+\s.*%{fma}", dis), dis[-2000:]

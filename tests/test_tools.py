@@ -4,6 +4,7 @@ reference (it exits 1 otherwise)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import platform
 import re
@@ -11,6 +12,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -30,7 +32,7 @@ def documented_flags() -> list[str]:
     return [w for w in words if w.startswith(("-O", "-std", "-f", "-W"))]
 
 
-def run_tool(cc: list[str], flags: list[str], tmp_path: Path) -> tuple[Path, str]:
+def run_tool(cc: Sequence[str], flags: list[str], tmp_path: Path) -> tuple[Path, str]:
     """Build the tool with `cc` and `flags` against the installed headers and run it with
     --quick (every product checked: exit 1 if one is off); its path and output."""
     exe = tmp_path / "kernels"
@@ -53,6 +55,7 @@ def test_kernel_microbenchmark_builds_and_its_products_are_right(tmp_path):
     assert "GB/s of W" in out
 
 
+@functools.cache
 def gcc_x86_64_linux() -> bool:
     """Does the compiler build the per-ISA clones here (gcc on x86-64 Linux, _isa.h)?"""
     if platform.system() != "Linux" or platform.machine() != "x86_64":
@@ -99,13 +102,14 @@ def test_meson_probe_turns_the_clones_off_where_they_cannot_build(tmp_path):
             assert (compile_c(TOOL, flags, tmp_path).returncode == 0) == builds, flags
 
 
-def cpu_flags() -> set[str]:
+@functools.cache
+def cpu_flags() -> frozenset[str]:
     """This CPU's feature flags (Linux; elsewhere none)."""
     cpuinfo = Path("/proc/cpuinfo")
     for line in cpuinfo.read_text().splitlines() if cpuinfo.exists() else []:
         if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
 
 
 # Make this CPU answer that it has no AVX-512 (every other feature as it is claimed: the test
@@ -134,14 +138,15 @@ def test_kernels_without_clones_compute_right(tmp_path, flags):
         assert ("bl_pgemm_panels_avx2" in symbols) == (NO_AVX512 in flags), symbols
 
 
-def clang() -> list[str] | None:
+@functools.cache
+def clang() -> tuple[str, ...] | None:
     """A clang: `clang` on PATH, else zig's (the ziglang package, which .ci/run installs; built
     for the x86-64 baseline, as a wheel's compiler would be)."""
     if shutil.which("clang"):
-        return ["clang"]
+        return ("clang",)
     if importlib.util.find_spec("ziglang") is not None:
-        return [sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-gnu",
-                "-mcpu=x86_64"]
+        return (sys.executable, "-m", "ziglang", "cc", "-target", "x86_64-linux-gnu",
+                "-mcpu=x86_64")
     return None
 
 

@@ -104,9 +104,10 @@ bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t 
         const int left = n - p * BL_PANEL;
         const float *w = bl_panel(bp, P, kc, p, &ks);
 #ifdef __clang__
-        /* the narrow 6 x 1 block (bl_pgemm_cols' choice from 4 rows) called by name: reached
-         * through that switch here, clang 22 keeps 2 of its 12 accumulators on the stack (not
-         * clang 16 or 18, not gcc): dW and dX at 41-46% of the FMA peak, 66-95% so (AVX2) */
+        /* the narrow 6 x 1 block (bl_pgemm_cols' narrow choice for one panel) called by name:
+         * reached through that switch here, clang 22 keeps 2 of its 12 accumulators on the
+         * stack (not clang 16 or 18, not gcc): dW and dX at 39-40% of the FMA peak, 78-87% so
+         * (AVX2, medians) */
         if (!wide && nv == 1)
             bl_pgemm_rows(0, 6, 1, rows, kc, a, la, w, ks, ps, C + p * BL_PANEL, ldc,
                           left < BL_PANEL ? left : BL_PANEL, add, NULL, 0, 0);

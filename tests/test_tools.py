@@ -170,3 +170,79 @@ def test_kernels_built_by_clang_compute_right(tmp_path, avx512):
         dis = subprocess.run(["objdump", "-d", f"--disassemble={kernel}", str(exe)],
                              capture_output=True, text=True).stdout
         assert re.search(rf"vfmadd\w+\s.*%{fma}", dis), dis[-2000:]
+
+
+# The elementwise passes of builds without clones: each built per ISA level (_cell.h,
+# _cellgrad.h), as the kernels are; the run-time choice must give the baseline body's values
+# to rounding, and the cell's those of a double-precision cell.
+PASSES_C = r"""
+#include <math.h>
+#include <stdio.h>
+#include "_cell.h"
+#include "_cellgrad.h"
+enum { N = 5, H = 67 };   /* 67 units: whole vectors and a tail */
+static float g[N][4 * H], b[4 * H], c0[N][H], c[N][H], h[N][H], pre[N][4 * H], c1[N][H],
+    h1[N][H], pre1[N][4 * H], dy[N][H], dc[N][H], da[N][4 * H], dc1[N][H], da1[N][4 * H];
+static double sig(double x) { return 1 / (1 + exp(-x)); }
+static int off(float x, float ref) { return fabsf(x - ref) > 1e-5f * (1 + fabsf(ref)); }
+int main(void)
+{
+    unsigned s = 7;
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < 4 * H; j++) {
+            s = s * 1103515245u + 12345u;
+            g[n][j] = (float)((s >> 8) & 0xffff) / 8192.0f - 4.0f;
+            if (j < H) c0[n][j] = c[n][j] = c1[n][j] = g[n][j] / 4, dy[n][j] = g[n][j] / 8;
+        }
+    for (int j = 0; j < 4 * H; j++) b[j] = 0.01f * (float)(j % 7);
+    bl_cell_default_rows_c(N, H, 0, H, g[0], b, c[0], h[0], pre[0]);
+    bl_cell_default_rows_body(N, H, 0, H, g[0], b, c1[0], h1[0], pre1[0]);
+    bl_grad_default_rows_c(N, H, pre[0], c[0], c0[0], dy[0], H, h[0], dc[0], da[0]);
+    bl_grad_default_rows_body(N, H, pre[0], c[0], c0[0], dy[0], H, h[0], dc1[0], da1[0]);
+    int bad = 0;
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < H; j++) {
+            const float *q = g[n];
+            double ai = q[j] + b[j], af = q[H + j] + b[H + j], ag = q[2 * H + j] + b[2 * H + j];
+            double ao = q[3 * H + j] + b[3 * H + j];
+            double cn = sig(af) * c0[n][j] + sig(ai) * tanh(ag), hn = sig(ao) * tanh(cn);
+            bad += off(c[n][j], (float)cn) + off(h[n][j], (float)hn) + off(c[n][j], c1[n][j])
+                   + off(h[n][j], h1[n][j]) + off(dc[n][j], dc1[n][j]);
+            for (int k = 0; k < 4; k++)
+                bad += off(da[n][k * H + j], da1[n][k * H + j]);
+        }
+    printf("%d values off\n", bad);
+    return bad != 0;
+}
+"""
+
+
+@pytest.mark.skipif(not TOOL.exists() or platform.system() != "Linux"
+                    or platform.machine() != "x86_64" or not {"avx2", "fma"} <= cpu_flags(),
+                    reason="x86-64 Linux, AVX2")
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+@pytest.mark.parametrize("avx512", [True, False])
+def test_elementwise_passes_without_clones_compute_right(tmp_path, cc, avx512):
+    if avx512 and not AVX512 <= cpu_flags():
+        pytest.skip("this CPU has no AVX-512")
+    if cc == "clang" and clang() is None:
+        pytest.skip("no clang")
+    if cc == "gcc" and not gcc_x86_64_linux():
+        pytest.skip("not gcc on x86-64 Linux")
+    command = clang() if cc == "clang" else compiler()
+    # gcc: a baseline the clones cannot build on (as meson's probe finds); clang never clones.
+    # The CPU's answers are given (zig's clang cannot detect them).
+    answer = "-D__builtin_cpu_supports(x)=1" if avx512 else NO_AVX512
+    flags = [*QUICK_FLAGS, answer] + (["-maes", "-DBL_NO_CLONES"] if cc == "gcc" else [])
+    source, exe = tmp_path / "passes.c", tmp_path / "passes"
+    source.write_text(PASSES_C)
+    build = subprocess.run([*command, *flags, "-I", str(Path(bl.__file__).parent), str(source),
+                            "-o", str(exe), "-lm"], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+    if shutil.which("nm"):   # the level's own build is there to be taken
+        symbols = subprocess.run(["nm", str(exe)], capture_output=True, text=True).stdout
+        level = "wide" if avx512 else "fma"
+        assert f"bl_cell_default_rows_{level}" in symbols, symbols
+        assert f"bl_grad_default_rows_{level}" in symbols, symbols

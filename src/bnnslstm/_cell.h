@@ -62,8 +62,8 @@ BL_CELL_C_FN(size_t rows, size_t H, size_t u0, size_t u1, const float *g, const 
 }
 
 #ifdef BL_NO_CLONES
-/* The clones' levels, as the kernels have them (built for the baseline, clang's pass of 64
- * rows x 512 units took 243 us a step, 3.3 times its AVX-512 build's: 9% of a forward) */
+/* The clones' levels, as the kernels have them (built for the baseline alone, clang's pass of
+ * 64 rows x 512 units took 243 us a step, its AVX-512 build 53-61: 9% of a forward then) */
 BL_WIDE
 static void bl_cell_default_rows_wide(size_t rows, size_t H, size_t u0, size_t u1,
                                       const float *g, const float *bias, float *c, float *h,

@@ -43,13 +43,10 @@ bl_cell_row(size_t U, size_t H, const float *restrict g, const float *restrict b
 /* Rows [0, rows), units [u0, u1) of a step: g, pre [rows][4H]; c, h [rows][H]; pre NULL:
  * inference. (Two threads of a unit split each take their units of every row.) Without clones
  * (_isa.h) the body of a build per ISA level, below. */
-#ifdef BL_NO_CLONES
-#define BL_CELL_C_FN static inline __attribute__((always_inline)) void bl_cell_default_rows_body
-#else
-#define BL_CELL_C_FN BL_CLONES static void bl_cell_default_rows_c
-#endif
-BL_CELL_C_FN(size_t rows, size_t H, size_t u0, size_t u1, const float *g, const float *bias,
-             float *c, float *h, float *pre)
+BL_CLONED(bl_cell_default_rows_c, bl_cell_default_rows)(size_t rows, size_t H, size_t u0,
+                                                       size_t u1, const float *g,
+                                                       const float *bias, float *c, float *h,
+                                                       float *pre)
 {
     for (size_t n = 0; n < rows; n++) {
         if (pre != NULL)
@@ -61,40 +58,12 @@ BL_CELL_C_FN(size_t rows, size_t H, size_t u0, size_t u1, const float *g, const 
     }
 }
 
-#ifdef BL_NO_CLONES
-/* The clones' levels, as the kernels have them (built for the baseline alone, clang's pass of
- * 64 rows x 512 units took 243 us a step, its AVX-512 build 53-61: 9% of a forward then) */
-BL_WIDE
-static void bl_cell_default_rows_wide(size_t rows, size_t H, size_t u0, size_t u1,
-                                      const float *g, const float *bias, float *c, float *h,
-                                      float *pre)
-{
-    bl_cell_default_rows_body(rows, H, u0, u1, g, bias, c, h, pre);
-}
-
-#ifdef BL_NARROW_AVX2
-BL_NARROW_AVX2
-static void bl_cell_default_rows_fma(size_t rows, size_t H, size_t u0, size_t u1,
-                                     const float *g, const float *bias, float *c, float *h,
-                                     float *pre)
-{
-    bl_cell_default_rows_body(rows, H, u0, u1, g, bias, c, h, pre);
-}
-#endif
-
-static void bl_cell_default_rows_c(size_t rows, size_t H, size_t u0, size_t u1, const float *g,
-                                   const float *bias, float *c, float *h, float *pre)
-{
-    if (bl_isa_wide())
-        bl_cell_default_rows_wide(rows, H, u0, u1, g, bias, c, h, pre);
-#ifdef BL_NARROW_AVX2
-    else if (bl_isa_avx2())
-        bl_cell_default_rows_fma(rows, H, u0, u1, g, bias, c, h, pre);
-#endif
-    else
-        bl_cell_default_rows_body(rows, H, u0, u1, g, bias, c, h, pre);
-}
-#endif
+/* Without clones, each level's build (at the baseline alone clang's pass of 64 rows x 512
+ * units took 243 us a step, its AVX-512 build 53-61: 9% of a forward then) */
+BL_BY_LEVEL(bl_cell_default_rows_c, bl_cell_default_rows,
+            (size_t rows, size_t H, size_t u0, size_t u1, const float *g, const float *bias,
+             float *c, float *h, float *pre),
+            (rows, H, u0, u1, g, bias, c, h, pre))
 
 #if BL_HAVE_AVX2_PASSES
 /* 8 units of bl_cell_row in AVX2: the four pre-activations, then the new c and h. */

@@ -67,52 +67,21 @@ bl_grad_default_row(size_t H, const float *restrict pre, const float *restrict c
 
 /* Rows [0, rows) of a step: pre, da [rows][4H]; cell, cprev, dh_next, dc [rows][H]; dy rows
  * ldy apart. Without clones (_isa.h) the body of a build per ISA level, as _cell.h's. */
-#ifdef BL_NO_CLONES
-#define BL_GRAD_C_FN static inline __attribute__((always_inline)) void bl_grad_default_rows_body
-#else
-#define BL_GRAD_C_FN BL_CLONES static void bl_grad_default_rows_c
-#endif
-BL_GRAD_C_FN(size_t rows, size_t H, const float *pre, const float *cell, const float *cprev,
-             const float *dy, size_t ldy, const float *dh_next, float *dc, float *da)
+BL_CLONED(bl_grad_default_rows_c, bl_grad_default_rows)(size_t rows, size_t H, const float *pre,
+                                                       const float *cell, const float *cprev,
+                                                       const float *dy, size_t ldy,
+                                                       const float *dh_next, float *dc,
+                                                       float *da)
 {
     for (size_t n = 0; n < rows; n++)
         bl_grad_default_row(H, pre + n * 4 * H, cell + n * H, cprev + n * H, dy + n * ldy,
                             dh_next + n * H, dc + n * H, da + n * 4 * H);
 }
 
-#ifdef BL_NO_CLONES
-BL_WIDE
-static void bl_grad_default_rows_wide(size_t rows, size_t H, const float *pre,
-                                      const float *cell, const float *cprev, const float *dy,
-                                      size_t ldy, const float *dh_next, float *dc, float *da)
-{
-    bl_grad_default_rows_body(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
-}
-
-#ifdef BL_NARROW_AVX2
-BL_NARROW_AVX2
-static void bl_grad_default_rows_fma(size_t rows, size_t H, const float *pre,
-                                     const float *cell, const float *cprev, const float *dy,
-                                     size_t ldy, const float *dh_next, float *dc, float *da)
-{
-    bl_grad_default_rows_body(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
-}
-#endif
-
-static void bl_grad_default_rows_c(size_t rows, size_t H, const float *pre, const float *cell,
-                                   const float *cprev, const float *dy, size_t ldy,
-                                   const float *dh_next, float *dc, float *da)
-{
-    if (bl_isa_wide())
-        bl_grad_default_rows_wide(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
-#ifdef BL_NARROW_AVX2
-    else if (bl_isa_avx2())
-        bl_grad_default_rows_fma(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
-#endif
-    else
-        bl_grad_default_rows_body(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
-}
-#endif
+BL_BY_LEVEL(bl_grad_default_rows_c, bl_grad_default_rows,
+            (size_t rows, size_t H, const float *pre, const float *cell, const float *cprev,
+             const float *dy, size_t ldy, const float *dh_next, float *dc, float *da),
+            (rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da))
 
 #if BL_HAVE_AVX2_PASSES
 /* 8 units of bl_grad_default_row in AVX2 (full: all lanes, else those of mask), NU = 2

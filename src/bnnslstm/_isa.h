@@ -77,4 +77,37 @@ static inline int bl_isa_avx2(void)
 #endif
 }
 
+/* A void function `fn` of per-ISA clones (BL_CLONES) whose body is written once:
+ *     BL_CLONED(fn, base)(params) { body }
+ *     BL_BY_LEVEL(fn, base, (params), (args))
+ * With clones that is `BL_CLONES static void fn`. Without them (see above) the body becomes
+ * base_body, built into base_wide (BL_WIDE) and, on a baseline below AVX2, base_fma
+ * (BL_NARROW_AVX2), and fn chooses among them and the baseline's at run time, as the kernels
+ * do. */
+#ifdef BL_NO_CLONES
+#define BL_CLONED(fn, base) static inline __attribute__((always_inline)) void base##_body
+#ifdef BL_NARROW_AVX2
+#define BL_FMA_BUILD(base, params, args)                                                       \
+    BL_NARROW_AVX2 static void base##_fma params { base##_body args; }
+#define BL_FMA_CHOICE(base, args) else if (bl_isa_avx2()) base##_fma args;
+#else
+#define BL_FMA_BUILD(base, params, args)
+#define BL_FMA_CHOICE(base, args)
+#endif
+#define BL_BY_LEVEL(fn, base, params, args)                                                    \
+    BL_WIDE static void base##_wide params { base##_body args; }                              \
+    BL_FMA_BUILD(base, params, args)                                                           \
+    static void fn params                                                                      \
+    {                                                                                          \
+        if (bl_isa_wide())                                                                     \
+            base##_wide args;                                                                  \
+        BL_FMA_CHOICE(base, args)                                                              \
+        else                                                                                   \
+            base##_body args;                                                                  \
+    }
+#else
+#define BL_CLONED(fn, base) BL_CLONES static void fn
+#define BL_BY_LEVEL(fn, base, params, args)
+#endif
+
 #endif

@@ -199,13 +199,8 @@ bl_tile8(const float *src, size_t ldw, float *dst, size_t ks)
  * (from memory 275-280 either way into kept panels, 608 -> 347 into a chunk buffer); a
  * one-step forward at H = 512, N = 1, back to back: 0.53 -> 0.38 ms, db_inf_h512_b1 2.27 ->
  * 2.13 (frozen 1.84). */
-#ifdef BL_NO_CLONES         /* a body for the builds below; bl_pack_range dispatches to them */
-#define BL_PACK_RANGE_FN static inline __attribute__((always_inline)) void bl_pack_range_body
-#else
-#define BL_PACK_RANGE_FN BL_CLONES static void bl_pack_range
-#endif
-BL_PACK_RANGE_FN(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw, float *Wp,
-                 int keep_end)
+BL_CLONED(bl_pack_range, bl_pack_range)(int P, int q0, int q1, int rows, int k, const float *W,
+                                            size_t ldw, float *Wp, int keep_end)
 {
     const int wide = bl_isa_wide();
     for (int q = q0; q < q1; q++) {
@@ -244,38 +239,12 @@ BL_PACK_RANGE_FN(int P, int q0, int q1, int rows, int k, const float *W, size_t 
     }
 }
 
-#ifdef BL_NO_CLONES
 /* Without clones (_isa.h) the pack, which a call runs once per weight matrix, is built like
  * the kernels (at the baseline's SSE2 gcc's packed 4 MiB at 2.8 GB/s, now 38) */
-BL_WIDE
-static void bl_pack_range_wide(int P, int q0, int q1, int rows, int k, const float *W,
-                               size_t ldw, float *Wp, int keep_end)
-{
-    bl_pack_range_body(P, q0, q1, rows, k, W, ldw, Wp, keep_end);
-}
-
-#ifdef BL_NARROW_AVX2
-BL_NARROW_AVX2
-static void bl_pack_range_avx2(int P, int q0, int q1, int rows, int k, const float *W,
-                               size_t ldw, float *Wp, int keep_end)
-{
-    bl_pack_range_body(P, q0, q1, rows, k, W, ldw, Wp, keep_end);
-}
-#endif
-
-static void bl_pack_range(int P, int q0, int q1, int rows, int k, const float *W, size_t ldw,
-                          float *Wp, int keep_end)
-{
-    if (bl_isa_wide())
-        bl_pack_range_wide(P, q0, q1, rows, k, W, ldw, Wp, keep_end);
-#ifdef BL_NARROW_AVX2
-    else if (bl_isa_avx2())
-        bl_pack_range_avx2(P, q0, q1, rows, k, W, ldw, Wp, keep_end);
-#endif
-    else
-        bl_pack_range_body(P, q0, q1, rows, k, W, ldw, Wp, keep_end);
-}
-#endif
+BL_BY_LEVEL(bl_pack_range, bl_pack_range,
+            (int P, int q0, int q1, int rows, int k, const float *W, size_t ldw, float *Wp,
+             int keep_end),
+            (P, q0, q1, rows, k, W, ldw, Wp, keep_end))
 
 /* The whole [n x k] matrix W (row stride ldw) into bl_packed_size(n, k) floats at Wp. */
 static inline void bl_pack_panels(int n, int k, const float *W, size_t ldw, float *Wp)

@@ -246,3 +246,47 @@ def test_elementwise_passes_without_clones_compute_right(tmp_path, cc, avx512):
         level = "wide" if avx512 else "fma"
         assert f"bl_cell_default_rows_{level}" in symbols, symbols
         assert f"bl_grad_default_rows_{level}" in symbols, symbols
+
+
+@functools.cache
+def arm64_compilers() -> dict[str, tuple[str, ...]]:
+    """Compilers that build static arm64 Linux programs here: Debian's cross gcc
+    (gcc-aarch64-linux-gnu) and zig's clang (musl), as far as they are installed."""
+    found: dict[str, tuple[str, ...]] = {}
+    if shutil.which("aarch64-linux-gnu-gcc"):
+        found["gcc"] = ("aarch64-linux-gnu-gcc",)
+    if importlib.util.find_spec("ziglang") is not None:
+        found["clang"] = (sys.executable, "-m", "ziglang", "cc", "-target", "aarch64-linux-musl")
+    return found
+
+
+@pytest.mark.skipif(not TOOL.exists() or shutil.which("qemu-aarch64") is None,
+                    reason="tools/ and qemu-aarch64 (Debian's qemu-user)")
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_arm64_kernels_and_cell_passes_compute_right(tmp_path, cc):
+    # arm64 (Apple silicon with clang, Linux with gcc) takes the narrow blocking on NEON's
+    # 4-float vectors (_pgemm.h, bl_vn) in blocks of 5 rows; no arm64 machine runs the suite, so
+    # both are built for it here and run under qemu: every product of the tool (its block sizes
+    # and tails at 1 to 13 rows) and the default cell's passes, against double precision.
+    if cc not in arm64_compilers():
+        pytest.skip(f"no arm64 {cc}")
+    command = [*arm64_compilers()[cc], *QUICK_FLAGS, "-static", "-I", str(Path(bl.__file__).parent)]
+    exe = tmp_path / "kernels"
+    build = subprocess.run([*command, str(TOOL), "-o", str(exe), "-lpthread", "-lm"],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(["qemu-aarch64", str(exe), "--tiny"], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "(narrow)" in run.stdout and run.stdout.count("GFLOP/s  ") == 19, run.stdout
+    # the cell passes: arm64 has one build of each (no per-level bodies to compare with)
+    source, passes = tmp_path / "passes.c", tmp_path / "passes"
+    source.write_text(PASSES_C)
+    same = ["-Dbl_cell_default_rows_body=bl_cell_default_rows_c",
+            "-Dbl_grad_default_rows_body=bl_grad_default_rows_c"]
+    build = subprocess.run([*command, *same, str(source), "-o", str(passes), "-lm"],
+                           capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    run = subprocess.run(["qemu-aarch64", str(passes)], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0 and "0 values off" in run.stdout, run.stdout + run.stderr

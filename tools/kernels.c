@@ -8,6 +8,8 @@
  *      -Wno-unused-function -I src/bnnslstm tools/kernels.c -o kernels -lpthread -lm
  *   ./kernels            # or ./kernels --quick: one call of each, the smaller shapes (a
  *                        # check that it builds and computes right; its times mean little)
+ *   ./kernels --tiny     # the check alone, on small shapes that still reach every block
+ *                        # size and tail: fast enough under an emulator (qemu-aarch64)
  *
  * (the extension's kernel flags: the kernels pick their ISA level at run time, as in the
  * wheel). One thread. For each product: the best time of repeated calls, GFLOP/s (GB/s of
@@ -26,7 +28,7 @@
 #include "_bgemm.h"
 #include "_peak.h"
 
-static int quick;
+static int quick, tiny;
 static double peak;     /* GFLOP/s */
 static int failures;
 
@@ -259,10 +261,26 @@ static void pack_case(int n, int k)
     free((void *)a.W), free(a.Wp);
 }
 
+/* --tiny: every row count of a block and its tails (1 to 13 rows, 64), the wide and narrow
+ * choices of panels per block, a partial last panel (H = 40), each product once */
+static void tiny_cases(void)
+{
+    for (int m = 1; m <= 13; m++)
+        pgemm_case("h W_h^T", m, m % 2 ? 40 : 64, 64, 0);
+    pgemm_case("h W_h^T", 64, 64, 96, 0);
+    pgemm_case("x W_x^T", 100, 40, 72, 1);
+    pgemm_case("x W_x^T", 100, 64, 72, 0);
+    dh_case(13, 40);
+    dw_case(40, 100, 24);
+    dx_case(40, 100, 24);
+    pack_case(200, 72);
+}
+
 int main(int argc, char **argv)
 {
-    quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
-    const long iters = quick ? 1000000 : 20000000;
+    tiny = argc > 1 && strcmp(argv[1], "--tiny") == 0;
+    quick = tiny || (argc > 1 && strcmp(argv[1], "--quick") == 0);
+    const long iters = tiny ? 10000 : quick ? 1000000 : 20000000;
     int lanes = 0;
     for (int r = 0; r < 3; r++) {       /* the best of 3: the first may run at a lower clock */
         double t = now();
@@ -274,8 +292,12 @@ int main(int argc, char **argv)
     printf("FMA peak, one core: %.1f GFLOP/s (%d-float vectors); kernels: %s\n", peak, lanes,
            bl_isa_wide() ? "AVX-512 (wide)" : "AVX2 or portable (narrow)");
 
+    if (tiny) {
+        tiny_cases();
+        return failures ? 1 : 0;
+    }
     printf("one register block (the kernel alone, operands in L1 and L2):\n");
-    block_case(BL_WIDE_ROWS, 512);
+    block_case(bl_isa_wide() ? BL_WIDE_ROWS : BL_NARROW_ROWS, 512);
     printf("time loop, one step (W_h from the packed panels):\n");
     const int steps[][2] = {{1, 256}, {1, 512}, {4, 512}, {4, 1024}, {64, 512}, {64, 1024}};
     for (int i = 0; i < (quick ? 3 : 6); i++)

@@ -90,7 +90,8 @@ bl_transpose_block(const int wide, int rows, int kc, const float *A, size_t lda,
 
 /* The rows [0, rows) of C over one k block (kc) of the packed panels bp, in the blocks of
  * bl_pgemm_cols: wide, blocks of 3 panels within each group, a group's last 4 as 2 + 2 (a
- * block of 1 panel has too few accumulators to hide its loads); narrow, 6 rows x 1 panel. */
+ * block of 1 panel has too few accumulators to hide its loads); narrow, BL_NARROW_ROWS rows x 1
+ * panel. */
 static inline __attribute__((always_inline)) void
 bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t la,
                 const float *bp, float *C, size_t ldc, int add)
@@ -104,13 +105,13 @@ bl_bgemm_panels(const int wide, int rows, int n, int kc, const float *a, size_t 
         const int left = n - p * BL_PANEL;
         const float *w = bl_panel(bp, P, kc, p, &ks);
 #ifdef __clang__
-        /* the narrow 6 x 1 block (bl_pgemm_cols' narrow choice for one panel) called by name:
+        /* the narrow block of 1 panel (bl_pgemm_cols' narrow choice for one panel) by name:
          * reached through that switch here, clang 22 keeps 2 of its 12 accumulators on the
          * stack (not clang 16 or 18, not gcc): dW and dX at 39-40% of the FMA peak, 78-87% so
          * (AVX2, medians) */
         if (!wide && nv == 1)
-            bl_pgemm_rows(0, 6, 1, rows, kc, a, la, w, ks, ps, C + p * BL_PANEL, ldc,
-                          left < BL_PANEL ? left : BL_PANEL, add, NULL, 0, 0);
+            bl_pgemm_rows(0, BL_NARROW_ROWS, 1, rows, kc, a, la, w, ks, ps, C + p * BL_PANEL,
+                          ldc, left < BL_PANEL ? left : BL_PANEL, add, NULL, 0, 0);
         else
 #endif
         bl_pgemm_cols(wide, nv, rows, kc, a, la, w, ks, ps,

@@ -17,7 +17,8 @@
  * at run time: the wide blocking AVX-512, and on a baseline below AVX2 the narrow blocking a
  * second build with AVX2 and FMA (bl_isa_avx2). Adding never takes a baseline feature away.
  * Before, such builds ran every kernel at the baseline's SSE2: clang's (macOS on Intel) at a
- * fifth to a quarter of the FMA peak, gcc's off Linux at 2%. On arm64 NEON is the baseline. */
+ * fifth to a quarter of the FMA peak, gcc's off Linux at 2%. On arm64 NEON is the baseline
+ * and every function is built for it. */
 #ifndef BNNSLSTM_ISA_H
 #define BNNSLSTM_ISA_H
 
@@ -52,15 +53,14 @@
 #endif
 
 /* Does this CPU take the wide blocking: 32 vector registers of 16 floats (the whole x86-64-v4
- * set, which BL_WIDE code is built for), or arm64's 32 NEON registers? */
+ * set, which BL_WIDE code is built for)? arm64's 32 NEON registers hold 4 floats each: it
+ * takes the narrow blocking on 4-float vectors (_pgemm.h, bl_vn). */
 static inline int bl_isa_wide(void)
 {
 #if defined(__x86_64__) && defined(__GNUC__)
     return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
            && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq")
            && __builtin_cpu_supports("avx512vl");
-#elif defined(__aarch64__)
-    return 1;
 #else
     return 0;
 #endif

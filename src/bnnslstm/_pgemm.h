@@ -32,18 +32,38 @@
  * per-round ratios 9 / 8 rows, 1 thread): db_train_h512_b64 0.96-0.97 and db_train_h1024_b64
  * 0.92-0.98, from the projection of all steps (1600 rows); t150, stack2 and training steps
  * within +-2%, the 2-thread forwards (their time loops run the same 8-row blocks as before)
- * within +-4%. NEON keeps 8: its 16-float vectors take 4 registers each. */
-#if defined(__x86_64__)
+ * within +-4%. */
 #define BL_WIDE_ROWS 9
-#else
-#define BL_WIDE_ROWS 8
-#endif
 
 typedef float bl_v16 __attribute__((vector_size(64)));
 typedef float bl_v16u __attribute__((vector_size(64), aligned(4)));   /* unaligned access */
 /* 8-float vectors: the native width of AVX2, where gcc lowers bl_v16 through the stack */
 typedef float bl_v8 __attribute__((vector_size(32)));
 typedef float bl_v8u __attribute__((vector_size(32), aligned(4)));
+
+/* The narrow blocking's vectors (bl_pgemm_block8), each one native register: AVX2's 8 floats;
+ * on arm64 NEON's 4, and 5 rows to a block (20 accumulators of 32 registers: at 6, 24 of them
+ * with 4 panel vectors and the row values, gcc and clang spilled in the k loop). The wide
+ * blocking's 16-float vectors take 4 NEON registers each: its blocks (up to 36 accumulators)
+ * spilled there, 6 to 7 instructions a multiply-add under gcc (BENCHMARKS.md). */
+#if defined(__aarch64__)
+typedef float bl_vn __attribute__((vector_size(16)));
+typedef float bl_vnu __attribute__((vector_size(16), aligned(4)));
+#define BL_VN 4
+#define BL_VN_SPLAT(s) ((bl_vn){s, s, s, s})
+#define BL_NARROW_ROWS 5
+/* 1 x 6 panels is 24 vectors a row: unrolled in full, as the 12 of AVX2 are without asking */
+#define BL_UNROLL_VN _Pragma("GCC unroll 24")
+#else
+typedef bl_v8 bl_vn;
+typedef bl_v8u bl_vnu;
+#define BL_VN 8
+#define BL_VN_SPLAT(s) ((bl_vn){s, s, s, s, s, s, s, s})
+#define BL_NARROW_ROWS 6
+#define BL_UNROLL_VN
+#endif
+#define BL_VPP (BL_PANEL / BL_VN)   /* vectors per panel row */
+_Static_assert(BL_NARROW_ROWS <= 6, "bl_pgemm_block8 holds 6 rows");
 
 /* Floats of the packed form of an [n x k] matrix. */
 static inline size_t bl_packed_size(int n, int k)
@@ -384,38 +404,53 @@ bl_pgemm_block(const int MR, const int NV, int k, const float *A, size_t lda, co
     }
 }
 
-/* One k of bl_pgemm_block8: acc[r][v] += A[r][kk] * (8-float vector v of the panels' row kk). */
+/* One k of bl_pgemm_block8: acc[r][v] += A[r][kk] * (vector v of the panels' row kk). */
 static inline __attribute__((always_inline)) void
 bl_step8(const int MR, const int NV, int kk, const float *A, size_t lda, const float *Wp, int ks,
-         size_t ps, bl_v8 acc[6][12])
+         size_t ps, bl_vn acc[6][BL_GROUP * BL_VPP])
 {
-    enum { H8 = BL_PANEL / 8 };
-    bl_v8 w[12];
+    enum { H8 = BL_VPP };
+#if defined(__aarch64__)
+    /* each panel vector loaded where it is used: loaded all first, as below, clang kept all 24
+     * of a 1-row block's in registers beside its 24 accumulators, and spilled */
+    bl_vn a[6];
+    for (int r = 0; r < MR && r < 6; r++)
+        a[r] = BL_VN_SPLAT(A[r * lda + kk]);
+    BL_UNROLL_VN
+    for (int v = 0; v < NV * H8; v++) {
+        const bl_vn w = *(const bl_vn *)(Wp + (size_t)kk * ks + v / H8 * ps + v % H8 * BL_VN);
+        for (int r = 0; r < MR && r < 6; r++)
+            acc[r][v] += a[r] * w;
+    }
+#else
+    bl_vn w[BL_GROUP * BL_VPP];
     for (int v = 0; v < NV * H8; v++)
-        w[v] = *(const bl_v8 *)(Wp + (size_t)kk * ks + v / H8 * ps + v % H8 * 8);
+        w[v] = *(const bl_vn *)(Wp + (size_t)kk * ks + v / H8 * ps + v % H8 * BL_VN);
     for (int r = 0; r < MR; r++) {
-        const float s = A[r * lda + kk];
-        const bl_v8 a = {s, s, s, s, s, s, s, s};
+        const bl_vn a = BL_VN_SPLAT(A[r * lda + kk]);
         for (int v = 0; v < NV * H8; v++)
             acc[r][v] += a * w[v];
     }
+#endif
 }
 
 /* The same block for 16 vector registers (AVX2): gcc lowers the 16-float vectors of
  * bl_pgemm_block badly there (every broadcast built on the stack: 15% of the FMA peak), so this
- * one works on 8-float vectors, two per panel, each a native ymm register. Same sums in the same
+ * one works on 8-float vectors, two per panel, each a native ymm register (on arm64 on 4-float
+ * vectors, bl_vn). Same sums in the same
  * order as bl_pgemm_block, and the same prefetches (on a Zen 1, fetching C's lines first made
  * the time loop's forward 3-9% faster). */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
                 int ks, size_t ps, float *C, size_t ldc, int cols, int add, bl_pf pf)
 {
-    enum { H8 = BL_PANEL / 8 };
-    bl_v8 acc[6][12];
+    enum { H8 = BL_VPP };
+    bl_vn acc[6][BL_GROUP * BL_VPP];
     int next = pf.o0 < pf.o1 ? 0 : k, o = pf.o0;
     for (int r = 0; r < MR; r++)
+        BL_UNROLL_VN
         for (int v = 0; v < NV * H8; v++)
-            acc[r][v] = (bl_v8){0};
+            acc[r][v] = (bl_vn){0};
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++)
             __builtin_prefetch(C + r * ldc + v * BL_PANEL, 1, 3);
@@ -437,13 +472,14 @@ bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, c
         bl_step8(MR, NV, kk, A, lda, Wp, ks, ps, acc);
     }
     for (int r = 0; r < MR; r++)
+        BL_UNROLL_VN
         for (int v = 0; v < NV * H8; v++) {
-            const int c0 = v * 8;
-            if (c0 + 8 <= cols) {
-                bl_v8u *c = (bl_v8u *)(C + r * ldc + c0);
+            const int c0 = v * BL_VN;
+            if (c0 + BL_VN <= cols) {
+                bl_vnu *c = (bl_vnu *)(C + r * ldc + c0);
                 *c = add ? *c + acc[r][v] : acc[r][v];
             } else {
-                float tmp[8];
+                float tmp[BL_VN];
                 memcpy(tmp, &acc[r][v], sizeof tmp);
                 for (int c = c0; c < cols; c++)
                     C[r * ldc + c] = add ? C[r * ldc + c] + tmp[c - c0] : tmp[c - c0];
@@ -504,11 +540,11 @@ bl_pgemm_rows(const int wide, const int MR, const int NV, int m, int k, const fl
 }
 
 /* One block of NV panels for every row, with the register blocking of the ISA level:
- * wide (32 vector registers: AVX-512, NEON): up to BL_WIDE_ROWS rows x 3 panels, or
+ * wide (32 vector registers of 16 floats: AVX-512): up to BL_WIDE_ROWS rows x 3 panels, or
  * 4 rows x 6 panels when there are few rows (enough independent FMAs in flight either way;
  * at 4 rows, 4 x 6 streamed W_h 12-17% faster than 4 x 3);
- * narrow (16 registers: AVX2): bl_pgemm_block8, 6 rows x 1 panel = 12 ymm accumulators, at
- * 4 rows 4 x 1, each block reading its panel as one stream (bl_group); at 1 to 3 rows 1 x 6,
+ * narrow (AVX2's 16 registers, arm64's 32 of 4 floats): bl_pgemm_block8, BL_NARROW_ROWS rows
+ * x 1 panel (6: 12 ymm accumulators; arm64 5: 20 NEON), at 4 rows 4 x 1, each block reading its panel as one stream (bl_group); at 1 to 3 rows 1 x 6,
  * 2 x 3, 3 x 2 (a single panel would leave too few chains to hide the FMA latency).
  * ps: bl_panel_step. */
 static inline __attribute__((always_inline)) void
@@ -525,7 +561,7 @@ bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const 
         case 4: BL_ROWS(0, 1, 4); break;
         case 3: BL_ROWS(0, 2, 3); break;
         case 2: BL_ROWS(0, 3, 2); break;
-        default: BL_ROWS(0, 6, 1); break;
+        default: BL_ROWS(0, BL_NARROW_ROWS, 1); break;
         }
         return;
     }
@@ -600,11 +636,11 @@ static inline int bl_direct_panels(int k)
            : n > BL_DIRECT_MAX_PANELS ? BL_DIRECT_MAX_PANELS : (int)n;
 }
 
-/* ... in whole blocks of the ISA level's rows (BL_WIDE_ROWS wide, 6 narrow: at k = 512, 8
- * rows would leave a third of them to a 2-row block) */
+/* ... in whole blocks of the ISA level's rows (BL_WIDE_ROWS wide, BL_NARROW_ROWS narrow: at
+ * k = 512, 8 rows would leave a third of them to a 2-row block) */
 static inline int bl_direct_rows(int wide, int k)
 {
-    const size_t mr = wide ? BL_WIDE_ROWS : 6;
+    const size_t mr = wide ? BL_WIDE_ROWS : BL_NARROW_ROWS;
     size_t r = BL_DIRECT_A_BYTES / ((size_t)(k > 0 ? k : 1) * sizeof(float));
     r -= r % mr;
     return r < mr ? (int)mr : r > 256 ? (int)(256 - 256 % mr) : (int)r;

@@ -42,10 +42,11 @@ typedef float bl_v8 __attribute__((vector_size(32)));
 typedef float bl_v8u __attribute__((vector_size(32), aligned(4)));
 
 /* The narrow blocking's vectors (bl_pgemm_block8), each one native register: AVX2's 8 floats;
- * on arm64 NEON's 4, and 5 rows to a block (20 accumulators of 32 registers: at 6, 24 of them
- * with 4 panel vectors and the row values, gcc and clang spilled in the k loop). The wide
- * blocking's 16-float vectors take 4 NEON registers each: its blocks (up to 36 accumulators)
- * spilled there, 6 to 7 instructions a multiply-add under gcc (BENCHMARKS.md). */
+ * on arm64 NEON's 4, and 5 rows to a block (20 accumulators of 32 registers; at 6 rows, 24
+ * beside the panel vectors and the row values, gcc spilled in the k loop: 0.12-0.19 stack
+ * accesses a multiply-add at 64 rows, none at 5). The wide blocking's 16-float vectors take 4
+ * NEON registers each: its blocks' 24 accumulators are 96 registers, and gcc's build ran 6 to
+ * 7 instructions a multiply-add there (BENCHMARKS.md). */
 #if defined(__aarch64__)
 typedef float bl_vn __attribute__((vector_size(16)));
 typedef float bl_vnu __attribute__((vector_size(16), aligned(4)));
@@ -461,10 +462,9 @@ bl_step8(const int MR, const int NV, int kk, const float *A, size_t lda, const f
 
 /* The same block for 16 vector registers (AVX2): gcc lowers the 16-float vectors of
  * bl_pgemm_block badly there (every broadcast built on the stack: 15% of the FMA peak), so this
- * one works on 8-float vectors, two per panel, each a native ymm register (on arm64 on 4-float
- * vectors, bl_vn). Same sums in the same
- * order as bl_pgemm_block, and the same prefetches (on a Zen 1, fetching C's lines first made
- * the time loop's forward 3-9% faster). */
+ * one works on 8-float vectors, two per panel, each a native ymm register (arm64: 4-float
+ * vectors, bl_vn). Same sums in the same order as bl_pgemm_block, and the same prefetches (on a
+ * Zen 1, fetching C's lines first made the time loop's forward 3-9% faster). */
 static inline __attribute__((always_inline)) void
 bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
                 int ks, size_t ps, float *C, size_t ldc, int cols, int add, bl_pf pf)

@@ -217,6 +217,18 @@ int main(void)
 """
 
 
+def run_passes(command: Sequence[str], flags: list[str], tmp_path: Path,
+               runner: Sequence[str] = ()) -> tuple[Path, subprocess.CompletedProcess]:
+    """Build PASSES_C with `command` and `flags` against the installed headers and run it
+    (under `runner`: an emulator, or nothing); its path and the run."""
+    source, exe = tmp_path / "passes.c", tmp_path / "passes"
+    source.write_text(PASSES_C)
+    build = subprocess.run([*command, *flags, "-I", str(Path(bl.__file__).parent), str(source),
+                            "-o", str(exe), "-lm"], capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stderr
+    return exe, subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=60)
+
+
 @pytest.mark.skipif(not TOOL.exists() or platform.system() != "Linux"
                     or platform.machine() != "x86_64" or not {"avx2", "fma"} <= cpu_flags(),
                     reason="x86-64 Linux, AVX2")
@@ -234,12 +246,7 @@ def test_elementwise_passes_without_clones_compute_right(tmp_path, cc, avx512):
     # The CPU's answers are given (zig's clang cannot detect them).
     answer = "-D__builtin_cpu_supports(x)=1" if avx512 else NO_AVX512
     flags = [*QUICK_FLAGS, answer] + (["-maes", "-DBL_NO_CLONES"] if cc == "gcc" else [])
-    source, exe = tmp_path / "passes.c", tmp_path / "passes"
-    source.write_text(PASSES_C)
-    build = subprocess.run([*command, *flags, "-I", str(Path(bl.__file__).parent), str(source),
-                            "-o", str(exe), "-lm"], capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    exe, run = run_passes(command, flags, tmp_path)
     assert run.returncode == 0, run.stdout + run.stderr
     if shutil.which("nm"):   # the level's own build is there to be taken
         symbols = subprocess.run(["nm", str(exe)], capture_output=True, text=True).stdout
@@ -271,24 +278,18 @@ def test_arm64_kernels_and_cell_passes_compute_right(tmp_path, cc):
     # the tool's documented flags (the extension's, -O3): the code that ships.
     if cc not in arm64_compilers():
         pytest.skip(f"no arm64 {cc}")
-    command = [*arm64_compilers()[cc], *documented_flags(), "-static", "-I",
-               str(Path(bl.__file__).parent)]
+    command = [*arm64_compilers()[cc], *documented_flags(), "-static"]
     exe = tmp_path / "kernels"
-    build = subprocess.run([*command, str(TOOL), "-o", str(exe), "-lpthread", "-lm"],
-                           capture_output=True, text=True, timeout=600)
+    build = subprocess.run([*command, "-I", str(Path(bl.__file__).parent), str(TOOL), "-o",
+                            str(exe), "-lpthread", "-lm"], capture_output=True, text=True,
+                           timeout=600)
     assert build.returncode == 0, build.stderr
     run = subprocess.run(["qemu-aarch64", str(exe), "--tiny"], capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "(narrow)" in run.stdout and run.stdout.count("GFLOP/s  ") == 19, run.stdout
     # the cell passes: arm64 has one build of each (no per-level bodies to compare with)
-    source, passes = tmp_path / "passes.c", tmp_path / "passes"
-    source.write_text(PASSES_C)
     same = ["-Dbl_cell_default_rows_body=bl_cell_default_rows_c",
             "-Dbl_grad_default_rows_body=bl_grad_default_rows_c"]
-    build = subprocess.run([*command, *same, str(source), "-o", str(passes), "-lm"],
-                           capture_output=True, text=True, timeout=600)
-    assert build.returncode == 0, build.stderr
-    run = subprocess.run(["qemu-aarch64", str(passes)], capture_output=True, text=True,
-                         timeout=60)
+    _, run = run_passes(command, same, tmp_path, runner=["qemu-aarch64"])
     assert run.returncode == 0 and "0 values off" in run.stdout, run.stdout + run.stderr

@@ -441,7 +441,6 @@ static inline __attribute__((always_inline)) void
 bl_step8(const int MR, const int NV, int kk, const float *A, size_t lda, const float *Wp, int ks,
          size_t ps, bl_vn acc[6][BL_GROUP * BL_VPP])
 {
-    enum { H8 = BL_VPP };
 #if defined(__aarch64__)
     /* each panel vector loaded where it is used: loaded all first, as below, clang kept all 24
      * of a 1-row block's in registers beside its 24 accumulators, and spilled. The rows through
@@ -451,21 +450,22 @@ bl_step8(const int MR, const int NV, int kk, const float *A, size_t lda, const f
     bl_vn a[6];
     for (int r = 0; r < MR && r < 6; r++)
         ar[r] = A + r * lda;
-    for (int r = 0; r < MR && r < 6; r++)   /* (in the loop above: clang 22 as before) */
+    for (int r = 0; r < MR && r < 6; r++)   /* a loop of its own: merged, clang 22 as before */
         a[r] = BL_VN_SPLAT(ar[r][kk]);
     BL_UNROLL_VN
-    for (int v = 0; v < NV * H8; v++) {
-        const bl_vn w = *(const bl_vn *)(Wp + (size_t)kk * ks + v / H8 * ps + v % H8 * BL_VN);
+    for (int v = 0; v < NV * BL_VPP; v++) {
+        const bl_vn w =
+            *(const bl_vn *)(Wp + (size_t)kk * ks + v / BL_VPP * ps + v % BL_VPP * BL_VN);
         for (int r = 0; r < MR && r < 6; r++)
             acc[r][v] += a[r] * w;
     }
 #else
     bl_vn w[BL_GROUP * BL_VPP];
-    for (int v = 0; v < NV * H8; v++)
-        w[v] = *(const bl_vn *)(Wp + (size_t)kk * ks + v / H8 * ps + v % H8 * BL_VN);
+    for (int v = 0; v < NV * BL_VPP; v++)
+        w[v] = *(const bl_vn *)(Wp + (size_t)kk * ks + v / BL_VPP * ps + v % BL_VPP * BL_VN);
     for (int r = 0; r < MR; r++) {
         const bl_vn a = BL_VN_SPLAT(A[r * lda + kk]);
-        for (int v = 0; v < NV * H8; v++)
+        for (int v = 0; v < NV * BL_VPP; v++)
             acc[r][v] += a * w[v];
     }
 #endif
@@ -480,12 +480,11 @@ static inline __attribute__((always_inline)) void
 bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, const float *Wp,
                 int ks, size_t ps, float *C, size_t ldc, int cols, int add, bl_pf pf)
 {
-    enum { H8 = BL_VPP };
     bl_vn acc[6][BL_GROUP * BL_VPP];
     int next = pf.o0 < pf.o1 ? 0 : k, o = pf.o0;
     for (int r = 0; r < MR; r++)
         BL_UNROLL_VN
-        for (int v = 0; v < NV * H8; v++)
+        for (int v = 0; v < NV * BL_VPP; v++)
             acc[r][v] = (bl_vn){0};
     for (int r = 0; r < MR; r++)
         for (int v = 0; v < NV; v++)
@@ -509,7 +508,7 @@ bl_pgemm_block8(const int MR, const int NV, int k, const float *A, size_t lda, c
     }
     for (int r = 0; r < MR; r++)
         BL_UNROLL_VN
-        for (int v = 0; v < NV * H8; v++) {
+        for (int v = 0; v < NV * BL_VPP; v++) {
             const int c0 = v * BL_VN;
             if (c0 + BL_VN <= cols) {
                 bl_vnu *c = (bl_vnu *)(C + r * ldc + c0);
@@ -580,8 +579,9 @@ bl_pgemm_rows(const int wide, const int MR, const int NV, int m, int k, const fl
  * 4 rows x 6 panels when there are few rows (enough independent FMAs in flight either way;
  * at 4 rows, 4 x 6 streamed W_h 12-17% faster than 4 x 3);
  * narrow (AVX2's 16 registers, arm64's 32 of 4 floats): bl_pgemm_block8, BL_NARROW_ROWS rows
- * x 1 panel (6: 12 ymm accumulators; arm64 5: 20 NEON), at 4 rows 4 x 1, each block reading its panel as one stream (bl_group); at 1 to 3 rows 1 x 6,
- * 2 x 3, 3 x 2 (a single panel would leave too few chains to hide the FMA latency).
+ * x 1 panel (6: 12 ymm accumulators; arm64 5: 20 NEON), at 4 rows 4 x 1, each block reading
+ * its panel as one stream (bl_group); at 1 to 3 rows 1 x 6, 2 x 3, 3 x 2 (a single panel would
+ * leave too few chains to hide the FMA latency).
  * ps: bl_panel_step. */
 static inline __attribute__((always_inline)) void
 bl_pgemm_cols(int wide, int nv, int m, int k, const float *A, size_t lda, const float *Wp,

@@ -23,15 +23,16 @@ def case(rng, m, n, k, at):
     return a, b, c, op @ b.astype(np.float64)
 
 
-# rows: below, at and past a register block (8) and a row group (48 as it lies, 96 transposed);
-# k: one block, and past a block (2048 as it lies, then blocks of 1024; 800 transposed)
-@pytest.mark.parametrize(("at", "ms", "ks"), [
-    (False, (1, 7, 9, 48, 49, 100), (1, 17, 2100)),
-    (True, (1, 7, 9, 96, 97, 130), (1, 17, 801, 1700)),
+# rows: below, at and past a register block (8) and a row group (48); k: one block, and past a
+# block (as it lies: 2048 for a few panels, 848 for the 19 of 300 columns; transposed: 160)
+@pytest.mark.parametrize(("at", "ms", "ns", "ks"), [
+    (False, (1, 7, 9, 48, 49, 100), (1, 16, 17, 50), (1, 17, 2100)),
+    (False, (1, 49), (300,), (17, 2100)),
+    (True, (1, 7, 9, 48, 49, 100), (1, 16, 17, 50), (1, 17, 161, 1700)),
 ])
 @pytest.mark.parametrize("add", [False, True])
-def test_matches_float64(rng, at, ms, ks, add):
-    for m, n, k in itertools.product(ms, (1, 16, 17, 50), ks):
+def test_matches_float64(rng, at, ms, ns, ks, add):
+    for m, n, k in itertools.product(ms, ns, ks):
         a, b, c, product = case(rng, m, n, k, at)
         want = product + (c[:, :n].astype(np.float64) if add else 0.0)
         _bgemm(a, b, c, at, add)
@@ -50,6 +51,22 @@ def test_column_halves_are_the_whole_bit_for_bit(rng, at):
         _bgemm(a, b, halves, at, True, 0, mid)
         _bgemm(a, b, halves, at, True, mid, n)
         assert np.array_equal(whole, halves, equal_nan=True)
+
+
+@pytest.mark.parametrize("at", [False, True])
+def test_a_buffer_for_n_columns_serves_fewer(rng, at):
+    # dx_part's halves run in a buffer sized for dX's whole width; k blocks as they lie depend
+    # on the columns (more k for fewer), yet the buffer must hold the narrower product's
+    # panels: every width up to 1200 against buffers for 1200 and for the nearest panel above
+    k = 2100
+    a = rng.standard_normal((k, 3) if at else (3, k)).astype(np.float32)
+    b = rng.standard_normal((k, 1200)).astype(np.float32)
+    want = (a.astype(np.float64).T if at else a.astype(np.float64)) @ b.astype(np.float64)
+    for n in range(1, 1201, 7):
+        for sized_for in (1200, min(1200, (n + 15) // 16 * 16 + 16)):
+            c = np.zeros((3, 1200), np.float32)
+            _bgemm(a, b, c, at, False, 0, n, sized_for)      # raises if it wrote past
+            np.testing.assert_allclose(c[:, :n], want[:, :n], rtol=1e-5, atol=1e-3)
 
 
 def test_two_products_share_the_transposition_bit_for_bit(rng):

@@ -212,25 +212,32 @@ def _grad_pass(float[:, ::1] pre, float[:, ::1] cell, float[:, ::1] cprev, float
         raise RuntimeError("no AVX2 passes in this build or on this CPU")
 
 def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add, int c0=0,
-           int c1=-1) -> None:
+           int c1=-1, int sized_for=-1) -> None:
     """C[:, c0:c1] (+)= op(A) @ B[:, c0:c1] (op(A) = A, or A^T with at) through our kernel for
-    the whole-sequence products, as dx_part and product_at call it (tests)."""
+    the whole-sequence products, as dx_part and product_at call it (tests), with a pack buffer
+    of bl_bgemm_floats(sized_for columns) (default c1 - c0; dx_part's halves get dX's whole
+    width's). Raises AssertionError if the kernel wrote past that buffer."""
     cdef int m = a.shape[1] if at else a.shape[0], k = a.shape[0] if at else a.shape[1]
     cdef int n = b.shape[1]
     c1 = n if c1 < 0 else c1
+    sized_for = c1 - c0 if sized_for < 0 else sized_for
     if not bgemm_ok():
         raise RuntimeError("this CPU does not run the kernel (neither AVX-512 nor AVX2)")
     if b.shape[0] != k or c.shape[0] != m or c.shape[1] < n or not 0 <= c0 <= c1 <= n \
-            or k == 0:
+            or k == 0 or sized_for < c1 - c0:
         raise ValueError("shapes do not match")
     if c1 == c0 or m == 0:
         return
-    store = np.empty(bgemm_floats(c1 - c0, k, at) + 16, np.float32)
+    cdef size_t need = bgemm_floats(sized_for, k, at), guard = need + 64
+    store = np.full(need + 16 + guard, np.nan, np.float32)  # NaN past the buffer, as long again
     cdef float[::1] buf = store
     cdef float *bp = align64(&buf[0])
     with nogil:
         bgemm(m, c1 - c0, k, &a[0, 0], a.shape[1], at, &b[0, c0], b.shape[1], &c[0, c0],
               c.shape[1], add, bp)
+    cdef size_t start = <size_t>(bp - &buf[0]) + need
+    if not np.isnan(store[start:start + guard]).all():
+        raise AssertionError(f"the product wrote past its {need}-float pack buffer")
 
 def _bgemm2(float[:, ::1] a, float[:, ::1] b1, float[:, ::1] c1, float[:, ::1] b2,
             float[:, ::1] c2) -> None:

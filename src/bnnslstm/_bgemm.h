@@ -17,15 +17,21 @@
 #include "_helper.h"   /* bl_relax */
 #include "_pgemm.h"
 
-/* k per block and rows per group: A read in place (rows) streams well over the whole k up to
- * 2048 (dX's k = 4H), and in blocks of 1024 beyond; A^T (dW's k = S*N) is transposed into
- * blocks of 96 rows x 800 k (of 48-192 rows x 400-full k, within 3% of the best at h256-h1024,
- * S*N 800-9600; 64 and 128 rows gave no consistent gain in training steps). */
+/* k per block and rows per group. A read in place (dX = dA W_x: rows of dA) in groups of
+ * BL_BG_ROWS_N rows, k in blocks whose packed B (n x kc) takes at most BL_BG_B_BYTES, so that it
+ * stays in L2 while every group passes it: at most BL_BG_K_N, at least BL_BG_K_MIN. A^T (dW's k
+ * = S*N) is transposed into blocks of BL_BG_ROWS_T rows x BL_BG_K_T k (30 KiB, in L1 while it
+ * passes every panel). On an Intel Xeon (Emerald Rapids: 2 MiB L2, 48 KiB L1; one thread, the
+ * products alone) these ran dX 185 -> 223 GFLOP/s at h512 and 187 -> 216 at h1024 (B's 4 and 16
+ * MiB blocks had streamed from L3), dW 193 -> 214 and 195 -> 201, against the earlier 2048-k
+ * (dX) and 96 x 800 (dW) blocks tuned on a Zen 5, whose FMA units ran at half the rate per
+ * byte of L2 (kc 256-512 for dX and 128-192 x 24-72 rows for dW measured within 2%). */
 #define BL_BG_ROWS_N 48
+#define BL_BG_B_BYTES (1 << 20)
 #define BL_BG_K_N 2048
-#define BL_BG_KBLOCK_N 1024
-#define BL_BG_ROWS_T 96
-#define BL_BG_K_T 800
+#define BL_BG_K_MIN 256
+#define BL_BG_ROWS_T 48
+#define BL_BG_K_T 160
 
 /* Is this kernel the one to use for these products: x86-64 with AVX-512 or AVX2+FMA, where it
  * was measured against OpenBLAS (elsewhere the BLAS keeps them: Accelerate on Apple silicon,
@@ -39,18 +45,37 @@ static inline int bl_bgemm_ok(void)
 #endif
 }
 
-static inline int bl_bgemm_kc(int k, int at)
+/* k per block of a product whose B1 and B2 take `panels` panels together */
+static inline int bl_bgemm_kc(int k, int panels, int at)
 {
     if (at)
         return k < BL_BG_K_T ? k : BL_BG_K_T;
-    return k <= BL_BG_K_N ? k : BL_BG_KBLOCK_N;
+    int kc = (int)(BL_BG_B_BYTES / ((size_t)(panels > 0 ? panels : 1) * BL_PANEL * sizeof(float)));
+    kc -= kc % BL_PANEL;
+    kc = kc < BL_BG_K_MIN ? BL_BG_K_MIN : kc > BL_BG_K_N ? BL_BG_K_N : kc;
+    return k < kc ? k : kc;
 }
 
-/* Floats of the pack buffers of one bl_bgemm2 call: B1's and B2's panels, then A^T's rows. */
+static inline int bl_bgemm_panel_count(int n1, int n2)
+{
+    return (n1 + BL_PANEL - 1) / BL_PANEL + (n2 + BL_PANEL - 1) / BL_PANEL;
+}
+
+/* Floats of the pack buffers of one bl_bgemm2 call: B1's and B2's panels, then A^T's rows.
+ * They serve any call with at most n1 and n2 columns too (dX's halves use dX's buffer): with
+ * `at`, k blocks do not depend on n; without, a block's panels take at most BL_BG_B_BYTES, or
+ * BL_BG_K_MIN k of each panel, and never more than all of k. */
 static inline size_t bl_bgemm2_floats(int n1, int n2, int k, int at)
 {
-    int kc = bl_bgemm_kc(k, at);
-    return bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (at ? (size_t)BL_BG_ROWS_T * kc : 0);
+    if (at) {
+        const int kc = bl_bgemm_kc(k, 0, 1);
+        return bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (size_t)BL_BG_ROWS_T * kc;
+    }
+    const size_t floats = (size_t)bl_bgemm_panel_count(n1, n2) * BL_PANEL;
+    const size_t least = floats * BL_BG_K_MIN, most = floats * (size_t)(k > 0 ? k : 0);
+    const size_t cap = BL_BG_B_BYTES / sizeof(float) > least ? BL_BG_B_BYTES / sizeof(float)
+                                                            : least;
+    return most < cap ? most : cap;
 }
 
 static inline size_t bl_bgemm_floats(int n, int k, int at)
@@ -131,7 +156,8 @@ bl_bgemm2_body(const int wide, int m, int k, const float *A, size_t lda, int at,
                const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2, const float *B2,
                size_t ldb2, float *C2, size_t ldc2, int add, float *buf)
 {
-    const int kc_max = bl_bgemm_kc(k, at), R = at ? BL_BG_ROWS_T : BL_BG_ROWS_N;
+    const int kc_max = bl_bgemm_kc(k, bl_bgemm_panel_count(n1, n2), at);
+    const int R = at ? BL_BG_ROWS_T : BL_BG_ROWS_N;
     float *bp1 = buf, *bp2 = buf + bl_packed_size(n1, kc_max);
     float *ap = bp2 + bl_packed_size(n2, kc_max);
     for (int k0 = 0; k0 < k; k0 += kc_max) {
@@ -236,7 +262,7 @@ typedef struct {
  * long as a full block's), then a counter per group of the m rows. */
 static inline size_t bl_bgemm_shared_floats(int m, int n1, int n2, int k)
 {
-    const int kc = bl_bgemm_kc(k, 1), nkb = (k + kc - 1) / kc;
+    const int kc = bl_bgemm_kc(k, 0, 1), nkb = (k + kc - 1) / kc;
     return (bl_packed_size(n1, kc) + bl_packed_size(n2, kc)) * (size_t)nkb
            + (size_t)(m + BL_BG_ROWS_T - 1) / BL_BG_ROWS_T;
 }
@@ -244,7 +270,7 @@ static inline size_t bl_bgemm_shared_floats(int m, int n1, int n2, int k)
 /* Set the job's counters; m, n1, n2, k and bp must be set. */
 static inline void bl_bgemm_shared_init(bl_bgemm_shared *j)
 {
-    const int kc = bl_bgemm_kc(j->k, 1), nkb = (j->k + kc - 1) / kc;
+    const int kc = bl_bgemm_kc(j->k, 0, 1), nkb = (j->k + kc - 1) / kc;
     j->rows_kb = (atomic_int *)(j->bp + (bl_packed_size(j->n1, kc) + bl_packed_size(j->n2, kc))
                                             * (size_t)nkb);
     for (int g = 0; g < (j->m + BL_BG_ROWS_T - 1) / BL_BG_ROWS_T; g++)
@@ -262,14 +288,14 @@ static inline void bl_wait_count(atomic_int *count, int target)
         bl_relax(spins++);
 }
 
-/* ap: the calling thread's transposed rows, BL_BG_ROWS_T * bl_bgemm_kc(k, 1) floats. Returns
+/* ap: the calling thread's transposed rows, BL_BG_ROWS_T * bl_bgemm_kc(k, 0, 1) floats. Returns
  * when every item is done (every row of C is there to read), with how many items this thread
  * ran. */
 static inline __attribute__((always_inline)) int
 bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, float *ap)
 {
     int ran = 0;
-    const int kc_max = bl_bgemm_kc(j->k, 1), nkb = (j->k + kc_max - 1) / kc_max;
+    const int kc_max = bl_bgemm_kc(j->k, 0, 1), nkb = (j->k + kc_max - 1) / kc_max;
     const int R = BL_BG_ROWS_T, ngroups = (j->m + R - 1) / R;
     const int q1 = bl_groups(j->n1), per_kb = q1 + bl_groups(j->n2), units = nkb * per_kb;
     const size_t s1 = bl_packed_size(j->n1, kc_max), s2 = bl_packed_size(j->n2, kc_max);

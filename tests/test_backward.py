@@ -237,7 +237,7 @@ def test_recurrent_product_in_k_blocks(rng, H, N):
 
 
 @pytest.mark.parametrize("I, H, L, bidir, S, N, peephole", [
-    (24, 40, 1, False, 30, 40, None),       # S*N = 1200: two k blocks; 4H = 160: 96 + 64 rows
+    (24, 40, 1, False, 30, 40, None),       # S*N = 1200: 8 k blocks; 4H = 160: 3 x 48 + 16 rows
     (16, 56, 2, True, 17, 50, "diagonal"),  # the upper layer's input 112 wide
     (8, 16, 1, False, 3, 20, "full"),       # full peepholes: the halves, never shared
 ])

@@ -799,14 +799,18 @@ static inline void bl_pgemm_panels(int wide, int m, int n, int k, const float *A
 }
 
 /* Is W big enough for the blocks to prefetch the next (bl_pf): beyond what the caches keep from
- * one step to the next. Wide blocking: measured to gain at 16 MiB, in the noise at 4 and 8
- * MiB, with at least two blocks of rows to share the prefetches. Narrow blocking, on a Zen 1
+ * one step to the next. Wide blocking, with at least two blocks of rows to share the
+ * prefetches: past 2 MiB. On a Zen 4 (1 MiB L2, 32 MiB L3) measured to gain at 16 MiB, in the
+ * noise at 4 and 8 MiB; on an Intel Xeon (Emerald Rapids: 2 MiB L2, its L3 slower to a core),
+ * one step at 64 rows, H = 512 (4 MiB), 215 -> 234 GFLOP/s and the backward's dh 213 -> 230
+ * (95% of the FMA peak, as at 16 MiB). Narrow blocking, on a Zen 1
  * (512 KiB L2; GFLOP/s of the product alone, without -> with): from 1 MiB at 16 rows and more
  * (m = 64: 1 MiB 37.6 -> 38.6, 4 MiB 36.4 -> 38.5, 16 MiB 35.0 -> 38.3; m = 16, 4 MiB 32.8 ->
  * 36.8), and past 8 MiB at 2 rows and more (m = 4, 16 MiB: 12.4 -> 15.0; the forward of h1024
  * b4 84-89 -> 71-73 ms), where at 4 MiB it lost (m = 4: 36 -> 28.5). Below 4 MiB, from 32 rows:
  * at 16 rows and 1 MiB (stack2's W_h) it lost (38.3-38.6 -> 36.9-37.3, best of 20; stack2's
  * forward at 1 thread 1% faster without). */
+#define BL_PF_MIN_BYTES_WIDE ((size_t)2 << 20)
 #define BL_PF_MIN_BYTES ((size_t)8 << 20)
 #define BL_PF_MIN_BYTES_NARROW ((size_t)1 << 20)
 #define BL_PF_16_ROWS_BYTES_NARROW ((size_t)4 << 20)    /* below it, from 32 rows */
@@ -815,7 +819,7 @@ static inline int bl_pf_wanted(int m, int n, int k)
 {
     const size_t bytes = (size_t)n * (size_t)k * sizeof(float);
     if (bl_isa_wide())
-        return m >= 16 && bytes > BL_PF_MIN_BYTES;
+        return m >= 16 && bytes > BL_PF_MIN_BYTES_WIDE;
     if (bytes > BL_PF_MIN_BYTES)
         return m >= 2;
     if (bytes < BL_PF_MIN_BYTES_NARROW)

@@ -11,6 +11,7 @@ cdef extern from "_helper.h" nogil:
         pass
     ctypedef void (*task_fn "bl_task_fn")(void *arg, int part) noexcept nogil
     void run_parts "bl_run_parts"(bl_helper *h, task_fn fn, void *arg)
+    bint parts_here "bl_parts_here"(const bl_helper *h)
     long online_cpus "bl_online_cpus"()
     ctypedef unsigned long atomic_ulong
     void step_barrier "bl_step_barrier"(atomic_ulong *arrived, unsigned long target)
@@ -35,6 +36,7 @@ cdef extern from "_pgemm.h" nogil:
                                                 size_t lda, const float *Wp, float *C,
                                                 size_t ldc, int add)
     void pgemm_task "bl_pgemm_task"(void *job, int part)
+    void pgemm_all "bl_pgemm_all"(const bl_pgemm_job *job)
     void pgemm_units_job "bl_pgemm_units"(const bl_pgemm_job *job, int p0, int p1)
     size_t direct_floats "bl_direct_floats"(int k)
     bint pf_wanted "bl_pf_wanted"(int m, int n, int k)
@@ -89,6 +91,14 @@ cdef inline void gemm_rm(char ta, char tb, int m, int n, int k, float alpha,
     """
     sgemm(&tb, &ta, &n, &m, &k, &alpha, <float *>b, &ldb, <float *>a, &lda, &beta, c, &ldc)
 
+cdef inline void run_pgemm(bl_helper *helper, bl_pgemm_job *job) noexcept nogil:
+    """The job's two parts on this thread and a running helper, or all of it here in one pass
+    (bl_pgemm_all: rev then reverses the whole order, not each half)."""
+    if parts_here(helper):
+        pgemm_all(job)
+    else:
+        run_parts(helper, pgemm_task, job)
+
 cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const float *a,
                        size_t lda, const float *wp, float beta, float *c, size_t ldc,
                        bint rev=False) noexcept nogil:
@@ -98,7 +108,7 @@ cdef inline void pgemm(bl_helper *helper, int m, int gates, int H, int k, const 
     previous step left in L2; results do not depend on the order)."""
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, wp, c, ldc, beta != 0)
     job.rev = rev
-    run_parts(helper, pgemm_task, &job)
+    run_pgemm(helper, &job)
 
 cdef inline void pgemm_units(int m, int gates, int H, int k, const float *a, size_t lda,
                              const float *wp, float beta, float *c, size_t ldc, int p0, int p1,
@@ -145,7 +155,7 @@ cdef inline void pgemm_kblocks(bl_helper *helper, int m, int n, int k, const flo
         job = pgemm_job(m, 1, n, min(kc, k - k0), a + k0, lda,
                         wp + packed_size(n, kc) * <size_t>(k0 // kc), c, ldc, k0 > 0)
         job.rev, job.pf = rev, pf_wanted(m, n, k)
-        run_parts(helper, pgemm_task, &job)
+        run_pgemm(helper, &job)
         k0 += kc
 
 cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k, const float *a,

@@ -77,13 +77,20 @@ static inline unsigned bl_worker_post(bl_worker *w)
     return e;
 }
 
+/* Does bl_run_parts run both parts here, one after the other (no helper: h NULL or holding no
+ * worker)? */
+static inline int bl_parts_here(const bl_helper *h)
+{
+    return h == NULL || h->w == NULL;
+}
+
 /* fn(arg, 0) and fn(arg, 1): on this thread and the helper at once, or one after the other
- * here when there is no helper (h NULL or holding no worker). */
+ * here when there is no helper. */
 static void bl_run_parts(bl_helper *h, bl_task_fn fn, void *arg)
 {
     unsigned e, spins = 0;
     bl_worker *w;
-    if (h == NULL || h->w == NULL) {
+    if (bl_parts_here(h)) {
         fn(arg, 0);
         fn(arg, 1);
         return;

@@ -24,8 +24,8 @@
  * passes every panel). On an Intel Xeon (Emerald Rapids: 2 MiB L2, 48 KiB L1; one thread, the
  * products alone) these ran dX 185 -> 223 GFLOP/s at h512 and 187 -> 216 at h1024 (B's 4 and 16
  * MiB blocks had streamed from L3), dW 193 -> 214 and 195 -> 201, against the earlier 2048-k
- * (dX) and 96 x 800 (dW) blocks tuned on a Zen 5, whose FMA units ran at half the rate per
- * byte of L2 (kc 256-512 for dX and 128-192 x 24-72 rows for dW measured within 2%). */
+ * (dX) and 96 x 800 (dW) blocks tuned on a Zen 5, where B's panels streaming from L3 had kept
+ * up (kc 256-512 for dX and 128-192 x 24-72 rows for dW measured within 2%). */
 #define BL_BG_ROWS_N 48
 #define BL_BG_B_BYTES (1 << 20)
 #define BL_BG_K_N 2048

@@ -58,7 +58,7 @@ static inline int bl_bgemm_kc(int k, int panels, int at)
 
 static inline int bl_bgemm_panel_count(int n1, int n2)
 {
-    return (n1 + BL_PANEL - 1) / BL_PANEL + (n2 + BL_PANEL - 1) / BL_PANEL;
+    return bl_gate_panels(n1) + bl_gate_panels(n2);
 }
 
 /* Floats of the pack buffers of one bl_bgemm2 call: B1's and B2's panels, then A^T's rows.

@@ -166,7 +166,7 @@ cdef inline void pgemm_direct(bl_helper *helper, int m, int gates, int H, int k,
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, beta != 0)
     job.W, job.ldw = w, ldw
     job.buf[0], job.buf[1] = buf, buf + direct_floats(k)
-    run_parts(helper, pgemm_task, &job)
+    run_pgemm(helper, &job)
 
 cdef inline void pgemm_packing(bl_helper *helper, int m, int gates, int H, int k,
                                const float *a, size_t lda, const float *w, size_t ldw,
@@ -176,7 +176,7 @@ cdef inline void pgemm_packing(bl_helper *helper, int m, int gates, int H, int k
     reads W once for both. Results are those of pack_gates then pgemm."""
     cdef bl_pgemm_job job = pgemm_job(m, gates, H, k, a, lda, NULL, c, ldc, beta != 0)
     job.W, job.ldw, job.keep = w, ldw, wp
-    run_parts(helper, pgemm_task, &job)
+    run_pgemm(helper, &job)
 
 cdef inline void pack_gates(bl_helper *helper, int gates, int H, int k, const float *w,
                             size_t ldw, float *wp) noexcept nogil:

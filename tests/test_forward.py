@@ -457,3 +457,39 @@ def test_single_step_keeps_no_panels(rng, N, bidir):
     two = check(build(p), bl.FilterParameters(n_threads=2, flags=bl.Flags.UseClientPtr))
     for a, b in zip(one, two, strict=True):
         assert np.array_equal(a, b)
+
+
+
+def _run_with_y(built, y: np.ndarray) -> None:
+    """built's call with y (S, N, D*H) as its output tensor, on one thread."""
+    built.params.output_descriptor.data_desc = bl.NDArrayDescriptor(data=y,
+                                                                    layout=bl.DataLayout.SNE)
+    bl.direct_apply_lstm_batch_training_caching(built.params, bl.FilterParameters(n_threads=1))
+
+
+def test_y_on_the_input_is_written_as_the_last_thing(rng):
+    # An inference writes y straight into the caller's tensor only when nothing read later
+    # shares its memory. Here y is x itself: the reverse direction reads x after the forward
+    # one has finished, so a y written during the time loop would have fed it its own output.
+    p = random_problem(rng, I=8, H=4, N=3, S=5, bidir=True)
+    built = build(p)
+    xy = np.array(p.x, np.float32)
+    built.params.input_descriptor.data_desc = bl.NDArrayDescriptor(data=xy,
+                                                                   layout=bl.DataLayout.SNE)
+    _run_with_y(built, xy)
+    np.testing.assert_allclose(xy, ref.forward(p)[0], rtol=RTOL, atol=ATOL)
+
+
+def test_y_on_the_weights_is_written_as_the_last_thing(rng):
+    # y's memory also holds the reverse direction's W_h of gate i, which is read after the
+    # forward direction's time loop: it must be read before y is written.
+    p = random_problem(rng, I=3, H=4, N=3, S=5, bidir=True)
+    built = build(p)
+    S, N, D, H = p.S, p.N, p.D, p.H
+    mem = np.zeros(S * N * D * H, np.float32)
+    wh = mem[: D * H * H].reshape(1, D, H, H)       # [L][D][H][H] at the start of y
+    wh[...] = p.wh[0]
+    built.params.gates[0].hw_desc = bl.NDArrayDescriptor(data=wh)
+    _run_with_y(built, mem.reshape(S, N, D * H))
+    np.testing.assert_allclose(mem.reshape(S, N, D * H), ref.forward(p)[0], rtol=RTOL,
+                               atol=ATOL)

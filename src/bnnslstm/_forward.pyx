@@ -17,7 +17,7 @@ from bnnslstm.bnns cimport BNNSActivationFunctionSigmoid, BNNSActivationFunction
 from bnnslstm._cache cimport cache_cell, cache_mask, cache_pre, cache_y
 from bnnslstm._checked cimport mul_ovf, region
 from bnnslstm._dropout cimport apply_mask, fill_mask, next_key
-from bnnslstm._frozen cimport frozen_wh, frozen_wx
+from bnnslstm._frozen cimport frozen_capacity, frozen_wh, frozen_wx
 from bnnslstm._gemm cimport (
     HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, atomic_ulong, bl_helper, direct_floats,
     online_cpus, pack_gates, pack_panels_t, packed_size, pgemm, pgemm_direct, pgemm_packing,
@@ -27,7 +27,7 @@ from bnnslstm._plan cimport (
     GATE_G, GATE_O, PEEP_DIAG, PEEP_FULL, PEEP_NONE, GatePlan, batch_at, full_peephole_run,
     set_error,
 )
-from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place
+from bnnslstm._tensors cimport load_state, scatter_seq, store_state, x_in_place, y_in_place
 from bnnslstm._weights cimport (
     Weights, any_full_peephole, load_weights, weights_place, weights_regions,
 )
@@ -751,6 +751,10 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
     cdef bl_helper helper
     cdef bl_helper *second = NULL
     cdef bint lanes = direction_lanes(p) == 2
+    # Inference: the last layer writes y in place when it can, not into ybuf and then a copy
+    # (db_train_h256_b64_t150: the copy was 2.4% of the forward)
+    cdef bint y_direct = cache == NULL and y_in_place(
+        p, p.frozen, frozen_capacity(p) if p.frozen != NULL else 0)
     layout_workspace(p, w, <float *>workspace, &nfloats)
     if cache != NULL and cache.dropout:
         cache.key = next_key()
@@ -779,7 +783,12 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
                 xin = w[0].ybuf[0]
             else:
                 xin = cache_y(p, cache, l - 1)
-        yout = w[0].ybuf[l & 1] if cache == NULL else cache_y(p, cache, l)
+        if cache != NULL:
+            yout = cache_y(p, cache, l)
+        elif y_direct and l == p.L - 1:
+            yout = p.y.data
+        else:
+            yout = w[0].ybuf[l & 1]
         if lanes:                   # without a running helper, one after the other here
             dirs.p, dirs.w, dirs.cache, dirs.l = p, w, cache, l
             dirs.xin, dirs.ldx, dirs.in_w, dirs.yout = xin, ldx, in_w, yout
@@ -789,7 +798,7 @@ cdef int lstm_forward(const LSTMPlan *p, void *workspace, Cache *cache) noexcept
                 run_direction(p, &w[0], l, d, xin, ldx, in_w, yout,
                               cache_pre(p, cache, l, d) if cache != NULL else NULL,
                               cache_cell(p, cache, l, d) if cache != NULL else NULL)
-    if p.y.data != NULL:
+    if p.y.data != NULL and not y_direct:
         scatter_seq(&p.y, p.S, p.N, DH, yout, False)
     ftz_leave(fpstate)
     if second != NULL:

@@ -3,9 +3,9 @@
  * Plain C so that gcc/clang vectorize the loops: sigmoid and tanh (the default LSTM
  * activations) use branch-free polynomial/rational forms with no libm call; the rarely used
  * functions may call libm. NaN propagates through every function (comparisons are written
- * so that a NaN input falls through to the arithmetic). _act8.h repeats bl_expf, bl_sigmoidf
- * and bl_tanhf in AVX2 intrinsics for the default cell's passes: a change to them here must
- * be made there too (test_cell.py compares the two bit for bit).
+ * so that a NaN input falls through to the arithmetic). _simd_body.h repeats bl_expf,
+ * bl_sigmoidf and bl_tanhf in intrinsics for the default cell's passes: a change to them here
+ * must be made there too (test_cell.py compares the two bit for bit).
  */
 #ifndef BNNSLSTM_ACTIVATIONS_H
 #define BNNSLSTM_ACTIVATIONS_H

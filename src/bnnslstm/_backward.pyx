@@ -47,7 +47,7 @@ cdef extern from "_cellgrad.h" nogil:
                                                   const float *cell, const float *cprev,
                                                   const float *dy, size_t ldy,
                                                   const float *dh_next, float *dc, float *da)
-    int grad_default_rows_on "bl_grad_default_rows_on"(int avx2, size_t rows, size_t H,
+    int grad_default_rows_on "bl_grad_default_rows_on"(int width, size_t rows, size_t H,
                                                         const float *pre, const float *cell,
                                                         const float *cprev, const float *dy,
                                                         size_t ldy, const float *dh_next,
@@ -195,9 +195,10 @@ def _helper_products() -> int:
     return bl_backward_helper_products
 
 def _grad_pass(float[:, ::1] pre, float[:, ::1] cell, float[:, ::1] cprev, float[:, ::1] dy,
-               float[:, ::1] dh_next, float[:, ::1] dc, float[:, ::1] da, bint avx2) -> None:
+               float[:, ::1] dh_next, float[:, ::1] dc, float[:, ::1] da, int width) -> None:
     """The default cell's backward pass over every row (pre, da [N][4H]; the others [N][H];
-    dc updated in place): the AVX2 pass or the C clones' (tests)."""
+    dc updated in place): the intrinsics pass of `width` floats, or with 0 the C clones'
+    (tests)."""
     cdef size_t N = pre.shape[0], H = cell.shape[1]
     if (cell.shape[0], cprev.shape[0], dy.shape[0], dh_next.shape[0], dc.shape[0]) != (N,) * 5 \
             or (cprev.shape[1], dy.shape[1], dh_next.shape[1], dc.shape[1]) != (H,) * 4 \
@@ -206,10 +207,10 @@ def _grad_pass(float[:, ::1] pre, float[:, ::1] cell, float[:, ::1] cprev, float
         raise ValueError("shapes do not match")
     cdef int rc
     with nogil:
-        rc = grad_default_rows_on(avx2, N, H, &pre[0, 0], &cell[0, 0], &cprev[0, 0], &dy[0, 0],
+        rc = grad_default_rows_on(width, N, H, &pre[0, 0], &cell[0, 0], &cprev[0, 0], &dy[0, 0],
                                   H, &dh_next[0, 0], &dc[0, 0], &da[0, 0])
     if rc:
-        raise RuntimeError("no AVX2 passes in this build or on this CPU")
+        raise RuntimeError(f"no {width}-float passes in this build or on this CPU")
 
 def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add, int c0=0,
            int c1=-1, int sized_for=-1) -> None:

@@ -4,18 +4,18 @@
  * clones: the general pass in _forward.pyx sweeps each row seven times (bias, four
  * activations, cell update, output), partly in scalar SSE code, and was about 10% of a
  * stacked bidirectional forward. The arithmetic is the general pass's: the same bl_sigmoidf
- * and bl_tanhf, c = f * c + i * g, h = o * tanh(c). On AVX2 CPUs without AVX-512 (gcc
- * builds for x86-64 Linux) the same pass runs in intrinsics (bl_cell_default_rows_avx2),
- * with the same results; there every unit also takes the same instructions wherever it
- * lies in the row, where gcc's clones finish a row that is not a whole number of vectors in
- * scalar code, which may contract c = f * c + i * g the other way (1 ulp apart). */
+ * and bl_tanhf, c = f * c + i * g, h = o * tanh(c). On AVX2 and AVX-512 CPUs (gcc builds
+ * for x86-64 Linux) the same pass runs in intrinsics (_simd.h), with the same results; there
+ * every unit also takes the same instructions wherever it lies in the row, where gcc's clones
+ * finish a row that is not a whole number of vectors in scalar code, which may contract
+ * c = f * c + i * g the other way (1 ulp apart). */
 #ifndef BNNSLSTM_CELL_H
 #define BNNSLSTM_CELL_H
 
 #include <stddef.h>
 
-#include "_act8.h"
 #include "_activations.h"
+#include "_simd.h"
 #include "_isa.h"
 
 /* Units [0, U) of one row: gates g [4][H] (order i f g o, gate stride H, not modified), bias
@@ -65,119 +65,44 @@ BL_BY_LEVEL(bl_cell_default_rows_c, bl_cell_default_rows,
              float *c, float *h, float *pre),
             (rows, H, u0, u1, g, bias, c, h, pre))
 
-#if BL_HAVE_AVX2_PASSES
-/* 8 units of bl_cell_row in AVX2: the four pre-activations, then the new c and h. */
-typedef struct {
-    __m256 a[4], c, h;
-} bl_cell8;
-
-/* full: all 8 lanes, else the lanes of mask (bl_load8) */
-BL_AVX2 static inline __attribute__((always_inline)) void
-bl_cell8_load(bl_cell8 *u, size_t j, size_t H, const float *g, const float *b, const float *c,
-              int full, __m256i mask)
-{
-    for (int k = 0; k < 4; k++)
-        u->a[k] = _mm256_add_ps(bl_load8(g + k * H + j, full, mask),
-                                bl_load8(b + k * H + j, full, mask));
-    u->c = bl_load8(c + j, full, mask);
-}
-
-BL_AVX2 static inline __attribute__((always_inline)) void
-bl_cell8_store(const bl_cell8 *u, size_t j, size_t H, float *c, float *h, float *pre, int full,
-               __m256i mask)
-{
-    if (pre != NULL)
-        for (int k = 0; k < 4; k++)
-            bl_store8(pre + k * H + j, u->a[k], full, mask);
-    bl_store8(c + j, u->c, full, mask);
-    bl_store8(h + j, u->h, full, mask);
-}
-
-/* The pass on NU vectors of units side by side: one vector's pass is a chain of dependent
- * steps (sigmoid f, then c, then tanh c) longer than the out-of-order window reaches, so one
- * vector at a time leaves the cores idle; with two in flight (each step for both, the new c
- * as soon as its inputs are ready) the pass ran 15-17% faster than gcc's vectorized
- * bl_cell_row (Zen 1, 16 x 256 units: 7.45-7.78 ns a unit against 8.98-9.11; three vectors
- * spill registers, all of one vector then all of the other is 5% slower). Same operations as
- * bl_cell_row, contracted as gcc contracts it: c = f * c + (i * g), h = o * tanh(c). */
-BL_AVX2 static inline __attribute__((always_inline)) void bl_cell8_pass(const int NU, bl_cell8 *u)
-{
-    __m256 si[2], sf[2], tg[2], so[2];
-    for (int v = 0; v < NU; v++)
-        sf[v] = bl_sigmoid8(u[v].a[1]);
-    for (int v = 0; v < NU; v++)
-        si[v] = bl_sigmoid8(u[v].a[0]);
-    for (int v = 0; v < NU; v++)
-        tg[v] = bl_tanh8(u[v].a[2]);
-    for (int v = 0; v < NU; v++)
-        u[v].c = _mm256_fmadd_ps(sf[v], u[v].c, _mm256_mul_ps(si[v], tg[v]));
-    for (int v = 0; v < NU; v++)
-        so[v] = bl_sigmoid8(u[v].a[3]);
-    for (int v = 0; v < NU; v++)
-        u[v].h = _mm256_mul_ps(so[v], bl_tanh8(u[v].c));
-}
-
-BL_AVX2 static void bl_cell_default_rows_avx2(size_t rows, size_t H, size_t u0, size_t u1,
-                                              const float *g, const float *bias, float *c,
-                                              float *h, float *pre)
-{
-    const size_t U = u1 - u0;
-    bias += u0;
-    for (size_t n = 0; n < rows; n++) {
-        const float *gn = g + n * 4 * H + u0;
-        float *cn = c + n * H + u0, *hn = h + n * H + u0;
-        float *pn = pre != NULL ? pre + n * 4 * H + u0 : NULL;
-        const __m256i none = _mm256_setzero_si256();
-        bl_cell8 u[2];
-        size_t j = 0;
-        for (; j + 16 <= U; j += 16) {
-            bl_cell8_load(&u[0], j, H, gn, bias, cn, 1, none);
-            bl_cell8_load(&u[1], j + 8, H, gn, bias, cn, 1, none);
-            bl_cell8_pass(2, u);
-            bl_cell8_store(&u[0], j, H, cn, hn, pn, 1, none);
-            bl_cell8_store(&u[1], j + 8, H, cn, hn, pn, 1, none);
-        }
-        if (j + 8 <= U) {
-            bl_cell8_load(&u[0], j, H, gn, bias, cn, 1, none);
-            bl_cell8_pass(1, u);
-            bl_cell8_store(&u[0], j, H, cn, hn, pn, 1, none);
-            j += 8;
-        }
-        if (j < U) {
-            const __m256i mask = bl_mask8(U - j);
-            bl_cell8_load(&u[0], j, H, gn, bias, cn, 0, mask);
-            bl_cell8_pass(1, u);
-            bl_cell8_store(&u[0], j, H, cn, hn, pn, 0, mask);
-        }
-    }
-}
-#endif
-
-/* The pass for the CPU: the AVX2 one (bit-identical, faster: _act8.h) or the C clones. */
+/* The pass for the CPU: the intrinsics one of its width (bit-identical, faster: _simd.h) or
+ * the C clones. On AVX-512 the intrinsics pass runs the inference only (db_train_h256_b64_t150's
+ * forward 1-2.5% faster): keeping pre (training), it ran slower than the clone, alone into cold
+ * memory as the training cache is (150 steps of 64 x 256 units: 4.1 against 3.9 ms) and in a
+ * training step (perf, t150 on an Emerald Rapids Xeon: 3.1% against 2.3%, even with pre
+ * stored as soon as made, which made it 9% faster alone). */
 static inline void bl_cell_default_rows(size_t rows, size_t H, size_t u0, size_t u1,
                                         const float *g, const float *bias, float *c, float *h,
                                         float *pre)
 {
-#if BL_HAVE_AVX2_PASSES
-    if (bl_avx2_passes()) {
-        bl_cell_default_rows_avx2(rows, H, u0, u1, g, bias, c, h, pre);
+#if BL_HAVE_SIMD_PASSES
+    switch (bl_simd_width()) {
+    case 16:
+        if (pre != NULL)
+            break;
+        bl_cell_default_rows16(rows, H, u0, u1, g, bias, c, h, pre);
+        return;
+    case 8:
+        bl_cell_default_rows8(rows, H, u0, u1, g, bias, c, h, pre);
         return;
     }
 #endif
     bl_cell_default_rows_c(rows, H, u0, u1, g, bias, c, h, pre);
 }
 
-/* The AVX2 pass (avx2 = 1, wherever the CPU can run it; -1 where this build or CPU has none)
- * or the C clones' (tests). */
-static inline int bl_cell_default_rows_on(int avx2, size_t rows, size_t H, size_t u0,
+/* The intrinsics pass of `width` floats (8, 16: wherever the CPU can run it, -1 where this
+ * build or CPU has none) or, width 0, the C clones' (tests). */
+static inline int bl_cell_default_rows_on(int width, size_t rows, size_t H, size_t u0,
                                           size_t u1, const float *g, const float *bias,
                                           float *c, float *h, float *pre)
 {
-    if (!avx2)
+    if (width == 0)
         bl_cell_default_rows_c(rows, H, u0, u1, g, bias, c, h, pre);
-#if BL_HAVE_AVX2_PASSES
-    else if (bl_avx2_runs())
-        bl_cell_default_rows_avx2(rows, H, u0, u1, g, bias, c, h, pre);
+#if BL_HAVE_SIMD_PASSES
+    else if (width == 16 && bl_simd_runs(16))
+        bl_cell_default_rows16(rows, H, u0, u1, g, bias, c, h, pre);
+    else if (width == 8 && bl_simd_runs(8))
+        bl_cell_default_rows8(rows, H, u0, u1, g, bias, c, h, pre);
 #endif
     else
         return -1;

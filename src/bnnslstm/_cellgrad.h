@@ -6,8 +6,8 @@
 
 #include <stddef.h>
 
-#include "_act8.h"
 #include "_activations.h"
+#include "_simd.h"
 #include "_isa.h"
 
 /* With dh = dy + dh_next: da_o = dh * act_h(c) * o' and dc += dh * o * act_h'(c). */
@@ -83,101 +83,39 @@ BL_BY_LEVEL(bl_grad_default_rows_c, bl_grad_default_rows,
              const float *dy, size_t ldy, const float *dh_next, float *dc, float *da),
             (rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da))
 
-#if BL_HAVE_AVX2_PASSES
-/* 8 units of bl_grad_default_row in AVX2 (full: all lanes, else those of mask), NU = 2
- * vectors side by side as in bl_cell8_pass (_cell.h): 7.7 ns a unit against the C clones'
- * 11.8 (Zen 1, 16 x 256 units). Contracted as gcc contracts the C form: 1 - x * x and
- * dc + (dh * o) * (1 - th * th) are FMAs. */
-BL_AVX2 static inline __attribute__((always_inline)) void
-bl_grad8(const int NU, size_t j, size_t H, const float *pre, const float *cell,
-         const float *cprev, const float *dy, const float *dh_next, float *dc, float *da,
-         int full, __m256i mask)
-{
-    __m256 i[2], f[2], g[2], o[2], th[2], dh[2], d[2];
-    const __m256 one = BL_S8(1.0f);
-    for (int v = 0; v < NU; v++) {
-        const size_t u = j + 8 * v;
-        i[v] = bl_sigmoid8(bl_load8(pre + u, full, mask));
-        f[v] = bl_sigmoid8(bl_load8(pre + H + u, full, mask));
-    }
-    for (int v = 0; v < NU; v++) {
-        const size_t u = j + 8 * v;
-        g[v] = bl_tanh8(bl_load8(pre + 2 * H + u, full, mask));
-        o[v] = bl_sigmoid8(bl_load8(pre + 3 * H + u, full, mask));
-    }
-    for (int v = 0; v < NU; v++)
-        th[v] = bl_tanh8(bl_load8(cell + j + 8 * v, full, mask));
-    for (int v = 0; v < NU; v++) {
-        const size_t u = j + 8 * v;
-        dh[v] = _mm256_add_ps(bl_load8(dy + u, full, mask), bl_load8(dh_next + u, full, mask));
-        bl_store8(da + 3 * H + u, _mm256_mul_ps(_mm256_mul_ps(dh[v], th[v]),
-                                                _mm256_mul_ps(o[v], _mm256_sub_ps(one, o[v]))),
-                  full, mask);
-        d[v] = _mm256_fmadd_ps(_mm256_mul_ps(dh[v], o[v]), _mm256_fnmadd_ps(th[v], th[v], one),
-                               bl_load8(dc + u, full, mask));
-        bl_store8(da + u, _mm256_mul_ps(_mm256_mul_ps(d[v], g[v]),
-                                        _mm256_mul_ps(i[v], _mm256_sub_ps(one, i[v]))),
-                  full, mask);
-        bl_store8(da + H + u,
-                  _mm256_mul_ps(_mm256_mul_ps(d[v], bl_load8(cprev + u, full, mask)),
-                                _mm256_mul_ps(f[v], _mm256_sub_ps(one, f[v]))),
-                  full, mask);
-        bl_store8(da + 2 * H + u,
-                  _mm256_mul_ps(_mm256_mul_ps(d[v], i[v]), _mm256_fnmadd_ps(g[v], g[v], one)),
-                  full, mask);
-        bl_store8(dc + u, _mm256_mul_ps(d[v], f[v]), full, mask);
-    }
-}
-
-BL_AVX2 static void bl_grad_default_rows_avx2(size_t rows, size_t H, const float *pre,
-                                              const float *cell, const float *cprev,
-                                              const float *dy, size_t ldy,
-                                              const float *dh_next, float *dc, float *da)
-{
-    const __m256i none = _mm256_setzero_si256();
-    for (size_t n = 0; n < rows; n++) {
-        const float *pn = pre + n * 4 * H, *cn = cell + n * H, *qn = cprev + n * H;
-        const float *yn = dy + n * ldy, *hn = dh_next + n * H;
-        float *dcn = dc + n * H, *dan = da + n * 4 * H;
-        size_t j = 0;
-        for (; j + 16 <= H; j += 16)
-            bl_grad8(2, j, H, pn, cn, qn, yn, hn, dcn, dan, 1, none);
-        if (j + 8 <= H) {
-            bl_grad8(1, j, H, pn, cn, qn, yn, hn, dcn, dan, 1, none);
-            j += 8;
-        }
-        if (j < H)
-            bl_grad8(1, j, H, pn, cn, qn, yn, hn, dcn, dan, 0, bl_mask8(H - j));
-    }
-}
-#endif
-
-/* The pass for the CPU: the AVX2 one (bit-identical, faster: _act8.h) or the C clones. */
+/* The pass for the CPU: the intrinsics one of its width (bit-identical, faster: _simd.h) or
+ * the C clones. */
 static inline void bl_grad_default_rows(size_t rows, size_t H, const float *pre,
                                         const float *cell, const float *cprev, const float *dy,
                                         size_t ldy, const float *dh_next, float *dc, float *da)
 {
-#if BL_HAVE_AVX2_PASSES
-    if (bl_avx2_passes()) {
-        bl_grad_default_rows_avx2(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
+#if BL_HAVE_SIMD_PASSES
+    switch (bl_simd_width()) {
+    case 16:
+        bl_grad_default_rows16(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
+        return;
+    case 8:
+        bl_grad_default_rows8(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
         return;
     }
 #endif
     bl_grad_default_rows_c(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
 }
 
-/* The AVX2 pass (avx2 = 1, wherever the CPU can run it; -1 where this build or CPU has none)
- * or the C clones' (tests). */
-static inline int bl_grad_default_rows_on(int avx2, size_t rows, size_t H, const float *pre,
+/* The intrinsics pass of `width` floats (8, 16: wherever the CPU can run it, -1 where this
+ * build or CPU has none) or, width 0, the C clones' (tests). */
+static inline int bl_grad_default_rows_on(int width, size_t rows, size_t H, const float *pre,
                                           const float *cell, const float *cprev,
                                           const float *dy, size_t ldy, const float *dh_next,
                                           float *dc, float *da)
 {
-    if (!avx2)
+    if (width == 0)
         bl_grad_default_rows_c(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
-#if BL_HAVE_AVX2_PASSES
-    else if (bl_avx2_runs())
-        bl_grad_default_rows_avx2(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
+#if BL_HAVE_SIMD_PASSES
+    else if (width == 16 && bl_simd_runs(16))
+        bl_grad_default_rows16(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
+    else if (width == 8 && bl_simd_runs(8))
+        bl_grad_default_rows8(rows, H, pre, cell, cprev, dy, ldy, dh_next, dc, da);
 #endif
     else
         return -1;

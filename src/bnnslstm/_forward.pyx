@@ -37,12 +37,12 @@ cdef extern from "_cell.h" nogil:
     void cell_default_rows "bl_cell_default_rows"(size_t rows, size_t H, size_t u0, size_t u1,
                                                    const float *g, const float *bias, float *c,
                                                    float *h, float *pre)
-    int cell_default_rows_on "bl_cell_default_rows_on"(int avx2, size_t rows, size_t H,
+    int cell_default_rows_on "bl_cell_default_rows_on"(int width, size_t rows, size_t H,
                                                         size_t u0, size_t u1, const float *g,
                                                         const float *bias, float *c, float *h,
                                                         float *pre)
-    bint avx2_passes "bl_avx2_passes"()
-    bint avx2_runs "bl_avx2_runs"()
+    int simd_width "bl_simd_width"()
+    bint simd_runs "bl_simd_runs"(int width)
 
 cdef enum:
     # A helper thread pays off once a step streams this many weights (measured: H = 128),
@@ -115,20 +115,21 @@ def _row_splits(rows_rule: bool | None = None) -> int:
         bl_rows_rule_off = not rows_rule
     return bl_row_splits
 
-def _avx2_passes() -> bool:
-    """Do the default cell's passes run in AVX2 intrinsics on this CPU (tests)?"""
-    return avx2_passes()
+def _simd_width() -> int:
+    """The width in floats of the intrinsics passes of the default cell this CPU takes (8:
+    AVX2, 16: AVX-512), 0 for the C clones (tests)."""
+    return simd_width()
 
-def _avx2_runs() -> bool:
-    """Can this CPU run the AVX2 intrinsics passes, taken or not (the tests' hooks run them
-    wherever it can)?"""
-    return avx2_runs()
+def _simd_widths() -> list[int]:
+    """The widths of the intrinsics passes this CPU can run, taken or not (the tests' hooks
+    run each wherever it can)."""
+    return [w for w in (8, 16) if simd_runs(w)]
 
 def _cell_pass(float[:, ::1] g, float[::1] bias, float[:, ::1] c, float[:, ::1] h,
-               float[:, ::1] pre, size_t u0, size_t u1, bint avx2, bint keep) -> None:
+               float[:, ::1] pre, size_t u0, size_t u1, int width, bint keep) -> None:
     """The default cell's forward pass over units [u0, u1) of every row (g, pre [N][4H];
-    bias [4H]; c, h [N][H]; c updated in place, pre written only with keep): the AVX2 pass or
-    the C clones' (tests)."""
+    bias [4H]; c, h [N][H]; c updated in place, pre written only with keep): the intrinsics
+    pass of `width` floats, or with 0 the C clones' (tests)."""
     cdef size_t N = g.shape[0], H = c.shape[1]
     if g.shape[1] != 4 * H or bias.shape[0] != 4 * H or c.shape[0] != N or h.shape[0] != N \
             or h.shape[1] != H or pre.shape[0] != N or pre.shape[1] != 4 * H \
@@ -136,10 +137,10 @@ def _cell_pass(float[:, ::1] g, float[::1] bias, float[:, ::1] c, float[:, ::1] 
         raise ValueError("shapes do not match")
     cdef int rc
     with nogil:
-        rc = cell_default_rows_on(avx2, N, H, u0, u1, &g[0, 0], &bias[0], &c[0, 0], &h[0, 0],
+        rc = cell_default_rows_on(width, N, H, u0, u1, &g[0, 0], &bias[0], &c[0, 0], &h[0, 0],
                                   &pre[0, 0] if keep else NULL)
     if rc:
-        raise RuntimeError("no AVX2 passes in this build or on this CPU")
+        raise RuntimeError(f"no {width}-float passes in this build or on this CPU")
 
 def _pgemm(float[:, ::1] a, float[:, ::1] w, float[:, ::1] c, int gates, bint transposed,
            bint helper, bint direct=False, bint rev=False, bint keep=False) -> None:

@@ -491,15 +491,17 @@ cdef size_t chunk_steps(const LSTMPlan *p, const Projection *x, size_t d, size_t
 
 cdef void keep_step(const LSTMPlan *p, Workspace *w, const float *h, size_t t, size_t d,
                     size_t n0, size_t n1, size_t n_end, size_t u0, size_t nu, float *yout,
-                    float *cell) noexcept nogil:
-    """Step t's layer output (from h) and, training, cell state, rows [n0, n1), units
-    [u0, u0 + nu): padded positions (rows n_end on) are 0 (D5), and so is their cell, which
-    the backward multiplies by dA = 0."""
+                    bint y_done, float *cell) noexcept nogil:
+    """Step t's layer output (from h; y_done: h is y's rows already) and, training, cell
+    state, rows [n0, n1), units [u0, u0 + nu): padded positions (rows n_end on) are 0 (D5),
+    and so is their cell, which the backward multiplies by dA = 0."""
     cdef size_t N = p.N, H = p.H, DH = p.D * p.H, n
     cdef float *yrow = yout + t * N * DH + d * H + u0
     cdef float *crow = cell + t * N * H + u0 if cell != NULL else NULL
     for n in range(n0, n1):
-        if n < n_end:
+        if y_done:
+            pass
+        elif n < n_end:
             memcpy(yrow + n * DH, h + n * H + u0, nu * sizeof(float))
         else:
             memset(yrow + n * DH, 0, nu * sizeof(float))
@@ -533,6 +535,12 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
     cdef size_t tc = 0                  # the step whose gates are at w.gates (chunk start)
     cdef bint o_full = p.gate[GATE_O].peephole == PEEP_FULL
     cdef bint one_sweep = default_cell(p)
+    # One direction, every sample at every step: y's rows of a step are [N][H], as h's. The
+    # default cell then writes h_t there, where the next step reads it, instead of into w.h
+    # and a copy into y (2% of db_train_h256_b64_t150's forward)
+    cdef bint h_in_y = one_sweep and p.D == 1 and p.seq_data == NULL
+    cdef float *hin = w.h                                   # h of the step before
+    cdef float *hout = w.h
     cdef float *g
     cdef float *pre_t
     for step in range(S):                                   # the time loop
@@ -543,19 +551,21 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
         n_end = min(n1, batch_at(p, t))                     # D5: active samples are [0, nt)
         g = w.gates + (t - tc) * N * G
         pre_t = pre + t * N * G if pre != NULL else NULL
+        if h_in_y:
+            hout = yout + t * N * H
         if n_end > n0:                                      # g += h W_h^T
             if pack_first and S == 1:                       # no later step: no panels kept
-                pgemm_direct(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.w.wh_cur,
+                pgemm_direct(helper, <int>(n_end - n0), 4, H, H, hin + n0 * H, H, w.w.wh_cur,
                              w.w.ldwh, 1.0, g + n0 * G, G, w.wxbuf)
             elif pack_first and step == 0:
-                pgemm_packing(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H,
+                pgemm_packing(helper, <int>(n_end - n0), 4, H, H, hin + n0 * H, H,
                               w.w.wh_cur, w.w.ldwh, w.whp, 1.0, g + n0 * G, G)
             else:
-                pgemm(helper, <int>(n_end - n0), 4, H, H, w.h + n0 * H, H, w.whp, 1.0,
+                pgemm(helper, <int>(n_end - n0), 4, H, H, hin + n0 * H, H, w.whp, 1.0,
                       g + n0 * G, G, step & 1)
             if one_sweep:                                   # the elementwise pass
                 cell_default_rows(n_end - n0, H, 0, H, g + n0 * G, w.w.bias, w.c + n0 * H,
-                                  w.h + n0 * H, pre_t + n0 * G if pre_t != NULL else NULL)
+                                  hout + n0 * H, pre_t + n0 * G if pre_t != NULL else NULL)
             else:
                 if w.w.wc_cur != NULL:
                     peephole_gemms(p, w, helper, n0, n_end, g)
@@ -564,7 +574,10 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
                     pgemm(helper, <int>(n_end - n0), 1, H, H, w.c + n0 * H, H,
                           w.wcp + 3 * packed_size(H, H), 1.0, g + n0 * G + 3 * H, G)
                 gate_o_rows(p, w, n0, n_end, g, pre_t, tmp)
-        keep_step(p, w, w.h, t, d, n0, n1, n_end, 0, p.H, yout, cell)
+        keep_step(p, w, hout, t, d, n0, n1, n_end, 0, p.H, yout, h_in_y, cell)
+        hin = hout
+    if h_in_y and S > 0:            # the last step's h, where store_state reads it
+        memcpy(w.h + n0 * H, hin + n0 * H, (n1 - n0) * H * sizeof(float))
 
 cdef void rows_task(void *arg, int part) noexcept nogil:
     cdef Rows *r = <Rows *>arg
@@ -606,7 +619,7 @@ cdef void units_chunk(Units *u, size_t t, size_t tc, size_t nc, size_t n_end,
                           u.pre + t * N * G if u.pre != NULL else NULL)
     for n in range(n_end, N):               # padded: h keeps the last active step's (D5)
         memcpy(hout + n * p.H + u0, hin + n * p.H + u0, nu * sizeof(float))
-    keep_step(p, w, hout, t, u.d, 0, N, n_end, u0, nu, u.yout, u.cell)
+    keep_step(p, w, hout, t, u.d, 0, N, n_end, u0, nu, u.yout, False, u.cell)
 
 cdef inline int chunk_at(int i, int Q, size_t step) noexcept nogil:
     """The chunk at position i of step `step`'s order: part 0 claims positions 0, 1, ..., part 1

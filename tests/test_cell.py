@@ -1,8 +1,9 @@
 """The default cell's elementwise passes (forward _cell.h, backward _cellgrad.h): the intrinsics
 passes (AVX2, AVX-512: _simd.h) against gcc's C clones bit for bit, against float64, and the
 same result for a unit wherever it lies in a row. Each intrinsics pass is tested wherever the
-CPU can run it, taken or not: an AVX-512 CPU takes the 16-float one and runs the 8-float one
-too, and both agree bit for bit with its clone of the C forms (x86-64-v4)."""
+CPU can run it, taken or not: an AVX-512 CPU takes the 16-float one (the forward's in inference
+only) and runs the 8-float one too, and both agree bit for bit with its clone of the C forms
+(x86-64-v4)."""
 
 from __future__ import annotations
 

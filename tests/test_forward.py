@@ -459,7 +459,6 @@ def test_single_step_keeps_no_panels(rng, N, bidir):
         assert np.array_equal(a, b)
 
 
-
 def _run_with_y(built, y: np.ndarray) -> None:
     """built's call with y (S, N, D*H) as its output tensor, on one thread."""
     built.params.output_descriptor.data_desc = bl.NDArrayDescriptor(data=y,

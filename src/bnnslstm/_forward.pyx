@@ -499,12 +499,11 @@ cdef void keep_step(const LSTMPlan *p, Workspace *w, const float *h, size_t t, s
     cdef float *yrow = yout + t * N * DH + d * H + u0
     cdef float *crow = cell + t * N * H + u0 if cell != NULL else NULL
     for n in range(n0, n1):
-        if y_done:
-            pass
-        elif n < n_end:
-            memcpy(yrow + n * DH, h + n * H + u0, nu * sizeof(float))
-        else:
-            memset(yrow + n * DH, 0, nu * sizeof(float))
+        if not y_done:
+            if n < n_end:
+                memcpy(yrow + n * DH, h + n * H + u0, nu * sizeof(float))
+            else:
+                memset(yrow + n * DH, 0, nu * sizeof(float))
         if crow != NULL:
             if n < n_end:
                 memcpy(crow + n * H, w.c + n * H + u0, nu * sizeof(float))
@@ -576,7 +575,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
                 gate_o_rows(p, w, n0, n_end, g, pre_t, tmp)
         keep_step(p, w, hout, t, d, n0, n1, n_end, 0, p.H, yout, h_in_y, cell)
         hin = hout
-    if h_in_y and S > 0:            # the last step's h, where store_state reads it
+    if hin != w.h:                  # the last step's h, where store_state reads it
         memcpy(w.h + n0 * H, hin + n0 * H, (n1 - n0) * H * sizeof(float))
 
 cdef void rows_task(void *arg, int part) noexcept nogil:

@@ -47,8 +47,10 @@ def test_a_row_does_not_depend_on_the_row_count(rng):
 
 @pytest.mark.parametrize("m", [1, 2, 3, 8, 23])
 def test_direct_is_the_packed_product_bit_for_bit(rng, m):
-    # 100 units = 7 panels per gate: blocks of 6 (m <= 2) or 3 panels end inside a gate
-    for H, k in ((100, 33), (40, 64), (17, 5)):
+    # 100 units = 7 panels per gate: blocks of 6 (m <= 2) or 3 panels end inside a gate. With
+    # whole panels per gate (80, 32 units) the direct form's chunks (6 panels at these k) span
+    # gates, and the second thread's half starts inside one
+    for H, k in ((100, 33), (40, 64), (17, 5), (80, 600), (32, 1024)):
         a, w, c, _ = case(rng, m, 4 * H, k, False)
         packed, direct = c.copy(), c.copy()
         _pgemm(a, w, packed, 4, False, False)

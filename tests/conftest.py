@@ -24,3 +24,15 @@ def two_threads_on_small_problems():
 def rng(request: pytest.FixtureRequest) -> np.random.Generator:
     """A distinct, reproducible random stream per test."""
     return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))
+
+
+@pytest.fixture(params=[False, True], ids=["dw_l2_blocks", "dw_l1_blocks"])
+def dw_blocks(request: pytest.FixtureRequest):
+    """Both of dW's blockings of dA^T (_bgemm.h chooses one by the CPU's L1 data cache), then
+    the CPU's choice back."""
+    from bnnslstm._backward import _dw_l1_blocks
+
+    chosen = _dw_l1_blocks()
+    _dw_l1_blocks(request.param)
+    yield request.param
+    _dw_l1_blocks(chosen)

@@ -237,11 +237,12 @@ def test_recurrent_product_in_k_blocks(rng, H, N):
 
 
 @pytest.mark.parametrize("I, H, L, bidir, S, N, peephole", [
-    (24, 40, 1, False, 30, 40, None),       # S*N = 1200: 8 k blocks; 4H = 160: 3 x 48 + 16 rows
+    (24, 40, 1, False, 30, 40, None),       # S*N = 1200: 8 or 2 k blocks; 4H = 160: 3 x 48 + 16
+                                            # rows, or 96 + 64 (dW's two blockings, dw_blocks)
     (16, 56, 2, True, 17, 50, "diagonal"),  # the upper layer's input 112 wide
     (8, 16, 1, False, 3, 20, "full"),       # full peepholes: the halves, never shared
 ])
-def test_shared_weight_gradients_are_bit_identical(I, H, L, bidir, S, N, peephole):
+def test_shared_weight_gradients_are_bit_identical(I, H, L, bidir, S, N, peephole, dw_blocks):
     # With two threads on our kernel, the parts share dW_x and dW_h, claiming (k block, row
     # group) items as they finish; the gradients must equal the static halves' and one
     # thread's bit for bit, whichever part took which items. LSTM's gradients are stacked:

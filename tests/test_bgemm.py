@@ -3,6 +3,9 @@ and dW = dA^T X (A transposed in blocks), against float64 numpy at every edge th
 meets (row groups and their tails, partial panels, k in several blocks), writing nothing outside
 C, and bit for bit the same when two threads each take half of the columns."""
 import itertools
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,8 +13,9 @@ from bnnslstm._backward import _bgemm, _bgemm2
 
 from bnnslstm._blas import _kernel_available
 
-pytestmark = pytest.mark.skipif(not _kernel_available(),
-                                reason="neither AVX-512 nor AVX2: BLAS does these")
+pytestmark = [pytest.mark.skipif(not _kernel_available(),
+                                 reason="neither AVX-512 nor AVX2: BLAS does these"),
+              pytest.mark.usefixtures("dw_blocks")]
 
 
 def case(rng, m, n, k, at):
@@ -23,12 +27,13 @@ def case(rng, m, n, k, at):
     return a, b, c, op @ b.astype(np.float64)
 
 
-# rows: below, at and past a register block (8) and a row group (48); k: one block, and past a
-# block (as it lies: 2048 for a few panels, 848 for the 19 of 300 columns; transposed: 160)
+# rows: below, at and past a register block (8) and a row group (48; transposed 48 or 96); k:
+# one block, and past a block (as it lies: 2048 for a few panels, 848 for the 19 of 300 columns;
+# transposed: 160 or 800). Every test of this file runs both of dW's blockings (dw_blocks).
 @pytest.mark.parametrize(("at", "ms", "ns", "ks"), [
     (False, (1, 7, 9, 48, 49, 100), (1, 16, 17, 50), (1, 17, 2100)),
     (False, (1, 49), (300,), (17, 2100)),
-    (True, (1, 7, 9, 48, 49, 100), (1, 16, 17, 50), (1, 17, 161, 1700)),
+    (True, (1, 7, 9, 48, 49, 97, 100), (1, 16, 17, 50), (1, 17, 161, 801, 1700)),
 ])
 @pytest.mark.parametrize("add", [False, True])
 def test_matches_float64(rng, at, ms, ns, ks, add):
@@ -83,6 +88,32 @@ def test_two_products_share_the_transposition_bit_for_bit(rng):
         assert np.array_equal(c2, one2, equal_nan=True)
         np.testing.assert_allclose(c1[:, :n1], want1, rtol=1e-5, atol=1e-5 * np.sqrt(k) * 4)
         assert np.isnan(c1[:, n1:]).all() and np.isnan(c2[:, n2:]).all()
+
+
+def test_the_blockings_sum_in_their_own_k_blocks(rng, dw_blocks):
+    # The chosen blocking is the one that runs: dA^T's k = 1700 is summed in blocks of 160 or
+    # 800, so the two give different last bits (each against float64 in the tests above)
+    from bnnslstm._backward import _dw_l1_blocks
+    a, b, c, _ = case(rng, 100, 50, 1700, True)
+    mine, other = c.copy(), c.copy()
+    _bgemm(a, b, mine, True, False)
+    _dw_l1_blocks(not dw_blocks)
+    _bgemm(a, b, other, True, False)
+    _dw_l1_blocks(dw_blocks)
+    assert not np.array_equal(mine, other, equal_nan=True)
+
+
+def test_the_cpu_chooses_by_its_l1_data_cache():
+    # A fresh process's choice (here the dw_blocks fixture has chosen): 48 x 160 blocks where
+    # the L1 data cache holds 48 KiB or more, else (or where it is unknown) 96 x 800
+    try:
+        l1 = os.sysconf("SC_LEVEL1_DCACHE_SIZE")
+    except (ValueError, OSError):
+        l1 = 0
+    out = subprocess.run([sys.executable, "-c", "from bnnslstm._backward import _dw_l1_blocks; "
+                          "print(int(_dw_l1_blocks()))"], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ("1" if l1 >= 48 * 1024 else "0")
 
 
 def test_bad_shapes_are_refused(rng):

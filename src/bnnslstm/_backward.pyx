@@ -20,10 +20,10 @@ from bnnslstm._checked cimport add_ovf, mul_ovf, region
 from bnnslstm._dropout cimport apply_mask
 from bnnslstm._forward cimport allowed_threads, default_cell, direction_lanes, use_helper
 from bnnslstm._gemm cimport (
-    HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, bgemm, bgemm2, bgemm2_floats, bgemm_floats,
-    bgemm_ok, bgemm_shared_floats, bgemm_shared_init, bgemm_shared_run, bl_bgemm_shared,
-    bl_helper, gemm_rm, pack_kblocks, pack_panels_t, packed_size, pgemm, pgemm_kblocks,
-    run_parts,
+    HELPER_MIN_MACS, SPLIT_MIN_ROWS, align64, bg_choose_l1_blocks, bgemm, bgemm2,
+    bgemm2_floats, bgemm_floats, bgemm_ok, bgemm_shared_floats, bgemm_shared_init,
+    bgemm_shared_run, bl_bgemm_shared, bl_helper, gemm_rm, pack_kblocks, pack_panels_t,
+    packed_size, pgemm, pgemm_kblocks, run_parts,
 )
 from bnnslstm._plan cimport (
     GATE_O, NGATES, PEEP_DIAG, PEEP_FULL, GradGate, SeqView, WeightView, batch_at,
@@ -239,6 +239,12 @@ def _bgemm(float[:, ::1] a, float[:, ::1] b, float[:, ::1] c, bint at, bint add,
     cdef size_t start = <size_t>(bp - &buf[0]) + need
     if not np.isnan(store[start:start + guard]).all():
         raise AssertionError(f"the product wrote past its {need}-float pack buffer")
+
+def _dw_l1_blocks(int choose=-1) -> bool:
+    """Are dW's blocks of dA^T the L1 ones (48 x 160) rather than the L2 ones (96 x 800)? The
+    kernel chooses by the CPU's L1 data cache (_bgemm.h); 0 or 1 chooses for this process
+    (tests run both)."""
+    return bg_choose_l1_blocks(choose) != 0
 
 def _bgemm2(float[:, ::1] a, float[:, ::1] b1, float[:, ::1] c1, float[:, ::1] b2,
             float[:, ::1] c2) -> None:

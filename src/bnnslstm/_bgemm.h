@@ -9,7 +9,8 @@
  * 192-203, and at 150 steps (k = 9600) dW 184-190 against 178-183 (seventeenth session).
  *
  * Every element of C is summed in k order within a k block and the blocks are added in order,
- * so a result depends only on (m, n, k, at): not on which rows or columns a thread takes.
+ * so a result depends only on (m, n, k, at) and the process's dW blocks (bl_bg_l1_blocks): not
+ * on which rows or columns a thread takes.
  */
 #ifndef BNNSLSTM_BGEMM_H
 #define BNNSLSTM_BGEMM_H
@@ -19,19 +20,58 @@
 
 /* k per block and rows per group. A read in place (dX = dA W_x: rows of dA) in groups of
  * BL_BG_ROWS_N rows, k in blocks whose packed B (n x kc) takes at most BL_BG_B_BYTES, so that it
- * stays in L2 while every group passes it: at most BL_BG_K_N, at least BL_BG_K_MIN. A^T (dW's k
- * = S*N) is transposed into blocks of BL_BG_ROWS_T rows x BL_BG_K_T k (30 KiB, in L1 while it
- * passes every panel). On an Intel Xeon (Emerald Rapids: 2 MiB L2, 48 KiB L1; one thread, the
- * products alone) these ran dX 185 -> 223 GFLOP/s at h512 and 187 -> 216 at h1024 (B's 4 and 16
- * MiB blocks had streamed from L3), dW 193 -> 214 and 195 -> 201, against the earlier 2048-k
- * (dX) and 96 x 800 (dW) blocks tuned on a Zen 5, where B's panels streaming from L3 had kept
- * up (kc 256-512 for dX and 128-192 x 24-72 rows for dW measured within 2%). */
+ * stays in L2 while every group passes it: at most BL_BG_K_N, at least BL_BG_K_MIN. On an Intel
+ * Xeon (Emerald Rapids: 2 MiB L2, 48 KiB L1; one thread, the products alone) these ran dX 185 ->
+ * 223 GFLOP/s at h512 and 187 -> 216 at h1024 (B's 4 and 16 MiB blocks had streamed from L3),
+ * against the earlier 2048-k blocks tuned on a Zen 5, where B's panels streaming from L3 had
+ * kept up (kc 256-512 measured within 2%). */
 #define BL_BG_ROWS_N 48
 #define BL_BG_B_BYTES (1 << 20)
 #define BL_BG_K_N 2048
 #define BL_BG_K_MIN 256
-#define BL_BG_ROWS_T 48
-#define BL_BG_K_T 160
+
+/* A^T (dW's k = S*N) is transposed into blocks of bl_bg_rows_t() rows x bl_bg_k_t() k, by the
+ * L1 data cache: with 48 KiB or more, 48 x 160 (30 KiB, in L1 while it passes every panel);
+ * else (or where it is unknown) 96 x 800 (300 KiB, in L2). The Intel Xeon above (48 KiB L1):
+ * dW 193 -> 214 GFLOP/s at h512 and 195 -> 201 at h1024 with the L1 blocks. A Zen 4 (32 KiB
+ * L1, 1 MiB L2; alternating builds, 4 rounds, medians): with the L1 blocks dW 68.4 against 63.3
+ * ms at h512, 278 against 267 at h1024, 105 against 103 at 150 steps, and smaller L1 blocks
+ * (48 x 80, 48 x 96, 24 x 160) slower still (69-77 ms at h512). The Zen 5 that first tuned
+ * 96 x 800 measured k blocks from 400 up only. Fixed per process: results depend on
+ * the blocks. */
+static int bl_bg_l1_state = -1;   /* -1: not chosen yet; every thread would choose the same */
+
+static inline int bl_bg_l1_blocks(void)
+{
+    int v = __atomic_load_n(&bl_bg_l1_state, __ATOMIC_RELAXED);
+    if (v < 0) {
+#ifdef _SC_LEVEL1_DCACHE_SIZE
+        v = sysconf(_SC_LEVEL1_DCACHE_SIZE) >= 48 * 1024;
+#else
+        v = 0;
+#endif
+        __atomic_store_n(&bl_bg_l1_state, v, __ATOMIC_RELAXED);
+    }
+    return v;
+}
+
+/* Tests run both blockings on any CPU: 0 or 1 sets it, anything else keeps it; returns it. */
+static inline int bl_bg_choose_l1_blocks(int l1)
+{
+    if (l1 == 0 || l1 == 1)
+        __atomic_store_n(&bl_bg_l1_state, l1, __ATOMIC_RELAXED);
+    return bl_bg_l1_blocks();
+}
+
+static inline int bl_bg_rows_t(void)
+{
+    return bl_bg_l1_blocks() ? 48 : 96;
+}
+
+static inline int bl_bg_k_t(void)
+{
+    return bl_bg_l1_blocks() ? 160 : 800;
+}
 
 /* Is this kernel the one to use for these products: x86-64 with AVX-512 or AVX2+FMA, where it
  * was measured against OpenBLAS (elsewhere the BLAS keeps them: Accelerate on Apple silicon,
@@ -48,8 +88,10 @@ static inline int bl_bgemm_ok(void)
 /* k per block of a product whose B1 and B2 take `panels` panels together */
 static inline int bl_bgemm_kc(int k, int panels, int at)
 {
-    if (at)
-        return k < BL_BG_K_T ? k : BL_BG_K_T;
+    if (at) {
+        const int kt = bl_bg_k_t();
+        return k < kt ? k : kt;
+    }
     int kc = (int)(BL_BG_B_BYTES / ((size_t)(panels > 0 ? panels : 1) * BL_PANEL * sizeof(float)));
     kc -= kc % BL_PANEL;
     kc = kc < BL_BG_K_MIN ? BL_BG_K_MIN : kc > BL_BG_K_N ? BL_BG_K_N : kc;
@@ -69,7 +111,7 @@ static inline size_t bl_bgemm2_floats(int n1, int n2, int k, int at)
 {
     if (at) {
         const int kc = bl_bgemm_kc(k, 0, 1);
-        return bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (size_t)BL_BG_ROWS_T * kc;
+        return bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (size_t)bl_bg_rows_t() * kc;
     }
     const size_t floats = (size_t)bl_bgemm_panel_count(n1, n2) * BL_PANEL;
     const size_t least = floats * BL_BG_K_MIN, most = floats * (size_t)(k > 0 ? k : 0);
@@ -157,7 +199,7 @@ bl_bgemm2_body(const int wide, int m, int k, const float *A, size_t lda, int at,
                size_t ldb2, float *C2, size_t ldc2, int add, float *buf)
 {
     const int kc_max = bl_bgemm_kc(k, bl_bgemm_panel_count(n1, n2), at);
-    const int R = at ? BL_BG_ROWS_T : BL_BG_ROWS_N;
+    const int R = at ? bl_bg_rows_t() : BL_BG_ROWS_N;
     float *bp1 = buf, *bp2 = buf + bl_packed_size(n1, kc_max);
     float *ap = bp2 + bl_packed_size(n2, kc_max);
     for (int k0 = 0; k0 < k; k0 += kc_max) {
@@ -238,7 +280,7 @@ static inline void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, i
  * bl_bgemm_shared_run on it (one or two, joining at any time): bl_bgemm2's product with `at`,
  * overwriting C. Every piece is claimed by whichever thread comes first: the units of packing
  * (k block, group of B1's or B2's panels) into bp, then, once all are packed, the items (k
- * block, group of BL_BG_ROWS_T rows of C) in that order; an item waits for its rows' previous
+ * block, group of bl_bg_rows_t() rows of C) in that order; an item waits for its rows' previous
  * k block, which the other thread may still be running. Static halves left a thread idle for
  * 1-4 ms of an h512 step whenever the other core ran slower (on this VM either core, by
  * 5-10%, changing from run to run); claims also let a thread that finished its own work join
@@ -264,7 +306,7 @@ static inline size_t bl_bgemm_shared_floats(int m, int n1, int n2, int k)
 {
     const int kc = bl_bgemm_kc(k, 0, 1), nkb = (k + kc - 1) / kc;
     return (bl_packed_size(n1, kc) + bl_packed_size(n2, kc)) * (size_t)nkb
-           + (size_t)(m + BL_BG_ROWS_T - 1) / BL_BG_ROWS_T;
+           + (size_t)(m + bl_bg_rows_t() - 1) / bl_bg_rows_t();
 }
 
 /* Set the job's counters; m, n1, n2, k and bp must be set. */
@@ -273,7 +315,7 @@ static inline void bl_bgemm_shared_init(bl_bgemm_shared *j)
     const int kc = bl_bgemm_kc(j->k, 0, 1), nkb = (j->k + kc - 1) / kc;
     j->rows_kb = (atomic_int *)(j->bp + (bl_packed_size(j->n1, kc) + bl_packed_size(j->n2, kc))
                                             * (size_t)nkb);
-    for (int g = 0; g < (j->m + BL_BG_ROWS_T - 1) / BL_BG_ROWS_T; g++)
+    for (int g = 0; g < (j->m + bl_bg_rows_t() - 1) / bl_bg_rows_t(); g++)
         atomic_init(&j->rows_kb[g], 0);
     atomic_init(&j->pack_next, 0);
     atomic_init(&j->packed, 0);
@@ -288,7 +330,7 @@ static inline void bl_wait_count(atomic_int *count, int target)
         bl_relax(spins++);
 }
 
-/* ap: the calling thread's transposed rows, BL_BG_ROWS_T * bl_bgemm_kc(k, 0, 1) floats. Returns
+/* ap: the calling thread's transposed rows, bl_bg_rows_t() * bl_bgemm_kc(k, 0, 1) floats. Returns
  * when every item is done (every row of C is there to read), with how many items this thread
  * ran. */
 static inline __attribute__((always_inline)) int
@@ -296,7 +338,7 @@ bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, float *ap)
 {
     int ran = 0;
     const int kc_max = bl_bgemm_kc(j->k, 0, 1), nkb = (j->k + kc_max - 1) / kc_max;
-    const int R = BL_BG_ROWS_T, ngroups = (j->m + R - 1) / R;
+    const int R = bl_bg_rows_t(), ngroups = (j->m + R - 1) / R;
     const int q1 = bl_groups(j->n1), per_kb = q1 + bl_groups(j->n2), units = nkb * per_kb;
     const size_t s1 = bl_packed_size(j->n1, kc_max), s2 = bl_packed_size(j->n2, kc_max);
     float *bp2 = j->bp + s1 * (size_t)nkb;

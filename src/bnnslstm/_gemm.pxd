@@ -52,6 +52,7 @@ cdef extern from "_bgemm.h" nogil:
                             float *buf)
     size_t bgemm2_floats "bl_bgemm2_floats"(int n1, int n2, int k, int at)
     bint bgemm_ok "bl_bgemm_ok"()
+    int bg_choose_l1_blocks "bl_bg_choose_l1_blocks"(int l1)
     ctypedef struct bl_bgemm_shared:
         int m, k, n1, n2
         const float *A

@@ -418,3 +418,42 @@ def test_in_place_gradients_with_direction_lanes():
     assert lanes == (2 if _own_products() else 0)
     for one, two in zip(*results, strict=True):
         np.testing.assert_array_equal(one, two)
+
+
+def test_choosing_dw_blocks_while_products_run_harms_nothing():
+    # Every buffer is sized for either blocking and each product reads the choice once (a
+    # shared one into its job): flipping it from another thread while two-thread backward
+    # calls run gives gradients as close to the first call's as either blocking does.
+    import threading
+
+    from bnnslstm._backward import _dw_l1_blocks
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((30, 40, 24)).astype(np.float32)
+    dy = rng.standard_normal((30, 40, 40)).astype(np.float32)
+    lstm = bl.LSTM(24, 40, 1, seed=3)
+    lstm.n_threads = 2
+
+    def step():
+        lstm.forward(x, training=True)
+        dx = lstm.backward(dy)[0]
+        return [dx] + [lstm.grads[k].copy() for k in sorted(lstm.grads)]
+
+    want = step()
+    chosen, stop = _dw_l1_blocks(), threading.Event()
+
+    def flip():
+        i = 0
+        while not stop.is_set():
+            _dw_l1_blocks(i % 2)
+            i += 1
+
+    flipper = threading.Thread(target=flip)
+    flipper.start()
+    try:
+        for _ in range(20):
+            for got, ref_ in zip(step(), want, strict=True):
+                np.testing.assert_allclose(got, ref_, rtol=1e-4, atol=1e-5)
+    finally:
+        stop.set()
+        flipper.join()
+        _dw_l1_blocks(chosen)

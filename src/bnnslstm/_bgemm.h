@@ -30,15 +30,14 @@
 #define BL_BG_K_N 2048
 #define BL_BG_K_MIN 256
 
-/* A^T (dW's k = S*N) is transposed into blocks of bl_bg_rows_t() rows x bl_bg_k_t() k, by the
- * L1 data cache: with 48 KiB or more, 48 x 160 (30 KiB, in L1 while it passes every panel);
+/* A^T (dW's k = S*N) is transposed into blocks of rows x k (bl_bg_blocks), by the L1 data
+ * cache: with 48 KiB or more, 48 x 160 (30 KiB, in L1 while it passes every panel);
  * else (or where it is unknown) 96 x 800 (300 KiB, in L2). The Intel Xeon above (48 KiB L1):
  * dW 193 -> 214 GFLOP/s at h512 and 195 -> 201 at h1024 with the L1 blocks. A Zen 4 (32 KiB
  * L1, 1 MiB L2; alternating builds, 4 rounds, medians): with the L1 blocks dW 68.4 against 63.3
  * ms at h512, 278 against 267 at h1024, 105 against 103 at 150 steps, and smaller L1 blocks
  * (48 x 80, 48 x 96, 24 x 160) slower still (69-77 ms at h512). The Zen 5 that first tuned
- * 96 x 800 measured k blocks from 400 up only. Fixed per process: results depend on
- * the blocks. */
+ * 96 x 800 measured k blocks from 400 up only. A result depends on the blocks. */
 static int bl_bg_l1_state = -1;   /* -1: not chosen yet; every thread would choose the same */
 
 static inline int bl_bg_l1_blocks(void)
@@ -55,7 +54,9 @@ static inline int bl_bg_l1_blocks(void)
     return v;
 }
 
-/* Tests run both blockings on any CPU: 0 or 1 sets it, anything else keeps it; returns it. */
+/* Tests run both blockings on any CPU: 0 or 1 sets it, anything else keeps it; returns it. A
+ * change while a product runs harms nothing: every buffer is sized for either blocking, and
+ * each product reads the choice once (a shared one at its init, into the job). */
 static inline int bl_bg_choose_l1_blocks(int l1)
 {
     if (l1 == 0 || l1 == 1)
@@ -63,14 +64,14 @@ static inline int bl_bg_choose_l1_blocks(int l1)
     return bl_bg_l1_blocks();
 }
 
-static inline int bl_bg_rows_t(void)
-{
-    return bl_bg_l1_blocks() ? 48 : 96;
-}
+typedef struct {
+    int rows, k;    /* A^T's blocks: rows of C x k */
+} bl_bg_blocks;
 
-static inline int bl_bg_k_t(void)
+static inline bl_bg_blocks bl_bg_blocks_of(int l1)
 {
-    return bl_bg_l1_blocks() ? 160 : 800;
+    const bl_bg_blocks l1_blocks = {48, 160}, l2_blocks = {96, 800};
+    return l1 ? l1_blocks : l2_blocks;
 }
 
 /* Is this kernel the one to use for these products: x86-64 with AVX-512 or AVX2+FMA, where it
@@ -85,13 +86,12 @@ static inline int bl_bgemm_ok(void)
 #endif
 }
 
-/* k per block of a product whose B1 and B2 take `panels` panels together */
-static inline int bl_bgemm_kc(int k, int panels, int at)
+/* k per block of a product whose B1 and B2 take `panels` panels together (with `at`, of the
+ * blocks b) */
+static inline int bl_bgemm_kc(int k, int panels, int at, bl_bg_blocks b)
 {
-    if (at) {
-        const int kt = bl_bg_k_t();
-        return k < kt ? k : kt;
-    }
+    if (at)
+        return k < b.k ? k : b.k;
     int kc = (int)(BL_BG_B_BYTES / ((size_t)(panels > 0 ? panels : 1) * BL_PANEL * sizeof(float)));
     kc -= kc % BL_PANEL;
     kc = kc < BL_BG_K_MIN ? BL_BG_K_MIN : kc > BL_BG_K_N ? BL_BG_K_N : kc;
@@ -109,9 +109,15 @@ static inline int bl_bgemm_panel_count(int n1, int n2)
  * BL_BG_K_MIN k of each panel, and never more than all of k. */
 static inline size_t bl_bgemm2_floats(int n1, int n2, int k, int at)
 {
-    if (at) {
-        const int kc = bl_bgemm_kc(k, 0, 1);
-        return bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (size_t)bl_bg_rows_t() * kc;
+    if (at) {   /* the larger of the two blockings' */
+        size_t most = 0;
+        for (int l1 = 0; l1 < 2; l1++) {
+            const bl_bg_blocks b = bl_bg_blocks_of(l1);
+            const int kc = bl_bgemm_kc(k, 0, 1, b);
+            const size_t f = bl_packed_size(n1, kc) + bl_packed_size(n2, kc) + (size_t)b.rows * kc;
+            most = f > most ? f : most;
+        }
+        return most;
     }
     const size_t floats = (size_t)bl_bgemm_panel_count(n1, n2) * BL_PANEL;
     const size_t least = floats * BL_BG_K_MIN, most = floats * (size_t)(k > 0 ? k : 0);
@@ -198,8 +204,9 @@ bl_bgemm2_body(const int wide, int m, int k, const float *A, size_t lda, int at,
                const float *B1, size_t ldb1, float *C1, size_t ldc1, int n2, const float *B2,
                size_t ldb2, float *C2, size_t ldc2, int add, float *buf)
 {
-    const int kc_max = bl_bgemm_kc(k, bl_bgemm_panel_count(n1, n2), at);
-    const int R = at ? bl_bg_rows_t() : BL_BG_ROWS_N;
+    const bl_bg_blocks b = bl_bg_blocks_of(bl_bg_l1_blocks());
+    const int kc_max = bl_bgemm_kc(k, bl_bgemm_panel_count(n1, n2), at, b);
+    const int R = at ? b.rows : BL_BG_ROWS_N;
     float *bp1 = buf, *bp2 = buf + bl_packed_size(n1, kc_max);
     float *ap = bp2 + bl_packed_size(n2, kc_max);
     for (int k0 = 0; k0 < k; k0 += kc_max) {
@@ -280,7 +287,7 @@ static inline void bl_bgemm2(int m, int k, const float *A, size_t lda, int at, i
  * bl_bgemm_shared_run on it (one or two, joining at any time): bl_bgemm2's product with `at`,
  * overwriting C. Every piece is claimed by whichever thread comes first: the units of packing
  * (k block, group of B1's or B2's panels) into bp, then, once all are packed, the items (k
- * block, group of bl_bg_rows_t() rows of C) in that order; an item waits for its rows' previous
+ * block, group of the blocks' rows of C) in that order; an item waits for its rows' previous
  * k block, which the other thread may still be running. Static halves left a thread idle for
  * 1-4 ms of an h512 step whenever the other core ran slower (on this VM either core, by
  * 5-10%, changing from run to run); claims also let a thread that finished its own work join
@@ -296,26 +303,37 @@ typedef struct {
     float *C1, *C2;           /* [m x n1], [m x n2], row strides ldc1, ldc2 */
     size_t ldc1, ldc2;
     float *bp;                /* bl_bgemm_shared_floats(n1, n2, k) floats, 64-byte aligned */
+    bl_bg_blocks blocks;      /* A^T's, chosen at init */
     atomic_int *rows_kb;      /* per group of rows: its k blocks done (in bp, after the panels) */
     atomic_int pack_next, packed, next, done;   /* units claimed / packed, items claimed / done */
 } bl_bgemm_shared;
 
-/* Floats of the shared panels: B1's, then B2's, for every k block (each block's packing as
- * long as a full block's), then a counter per group of the m rows. */
-static inline size_t bl_bgemm_shared_floats(int m, int n1, int n2, int k)
+/* The shared panels of the blocks b: B1's, then B2's, for every k block (each block's packing
+ * as long as a full block's); then a counter per group of the m rows. */
+static inline size_t bl_bgemm_shared_panels(int n1, int n2, int k, bl_bg_blocks b)
 {
-    const int kc = bl_bgemm_kc(k, 0, 1), nkb = (k + kc - 1) / kc;
-    return (bl_packed_size(n1, kc) + bl_packed_size(n2, kc)) * (size_t)nkb
-           + (size_t)(m + bl_bg_rows_t() - 1) / bl_bg_rows_t();
+    const int kc = bl_bgemm_kc(k, 0, 1, b), nkb = (k + kc - 1) / kc;
+    return (bl_packed_size(n1, kc) + bl_packed_size(n2, kc)) * (size_t)nkb;
 }
 
-/* Set the job's counters; m, n1, n2, k and bp must be set. */
+/* Floats of bp: the larger of the two blockings' panels and counters */
+static inline size_t bl_bgemm_shared_floats(int m, int n1, int n2, int k)
+{
+    size_t most = 0;
+    for (int l1 = 0; l1 < 2; l1++) {
+        const bl_bg_blocks b = bl_bg_blocks_of(l1);
+        const size_t f = bl_bgemm_shared_panels(n1, n2, k, b) + (size_t)(m + b.rows - 1) / b.rows;
+        most = f > most ? f : most;
+    }
+    return most;
+}
+
+/* Choose the job's blocks and set its counters; m, n1, n2, k and bp must be set. */
 static inline void bl_bgemm_shared_init(bl_bgemm_shared *j)
 {
-    const int kc = bl_bgemm_kc(j->k, 0, 1), nkb = (j->k + kc - 1) / kc;
-    j->rows_kb = (atomic_int *)(j->bp + (bl_packed_size(j->n1, kc) + bl_packed_size(j->n2, kc))
-                                            * (size_t)nkb);
-    for (int g = 0; g < (j->m + bl_bg_rows_t() - 1) / bl_bg_rows_t(); g++)
+    j->blocks = bl_bg_blocks_of(bl_bg_l1_blocks());
+    j->rows_kb = (atomic_int *)(j->bp + bl_bgemm_shared_panels(j->n1, j->n2, j->k, j->blocks));
+    for (int g = 0; g < (j->m + j->blocks.rows - 1) / j->blocks.rows; g++)
         atomic_init(&j->rows_kb[g], 0);
     atomic_init(&j->pack_next, 0);
     atomic_init(&j->packed, 0);
@@ -330,15 +348,15 @@ static inline void bl_wait_count(atomic_int *count, int target)
         bl_relax(spins++);
 }
 
-/* ap: the calling thread's transposed rows, bl_bg_rows_t() * bl_bgemm_kc(k, 0, 1) floats. Returns
+/* ap: the calling thread's transposed rows, bl_bgemm2_floats(n1, n2, k, 1) floats. Returns
  * when every item is done (every row of C is there to read), with how many items this thread
  * ran. */
 static inline __attribute__((always_inline)) int
 bl_bgemm_shared_body(const int wide, bl_bgemm_shared *j, float *ap)
 {
     int ran = 0;
-    const int kc_max = bl_bgemm_kc(j->k, 0, 1), nkb = (j->k + kc_max - 1) / kc_max;
-    const int R = bl_bg_rows_t(), ngroups = (j->m + R - 1) / R;
+    const int kc_max = bl_bgemm_kc(j->k, 0, 1, j->blocks), nkb = (j->k + kc_max - 1) / kc_max;
+    const int R = j->blocks.rows, ngroups = (j->m + R - 1) / R;
     const int q1 = bl_groups(j->n1), per_kb = q1 + bl_groups(j->n2), units = nkb * per_kb;
     const size_t s1 = bl_packed_size(j->n1, kc_max), s2 = bl_packed_size(j->n2, kc_max);
     float *bp2 = j->bp + s1 * (size_t)nkb;

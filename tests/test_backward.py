@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
+
 import numpy as np
 import pytest
 import reference as ref
@@ -424,8 +429,6 @@ def test_choosing_dw_blocks_while_products_run_harms_nothing():
     # Every buffer is sized for either blocking and each product reads the choice once (a
     # shared one into its job): flipping it from another thread while two-thread backward
     # calls run gives gradients as close to the first call's as either blocking does.
-    import threading
-
     from bnnslstm._backward import _dw_l1_blocks
     rng = np.random.default_rng(5)
     x = rng.standard_normal((30, 40, 24)).astype(np.float32)
@@ -457,3 +460,16 @@ def test_choosing_dw_blocks_while_products_run_harms_nothing():
         stop.set()
         flipper.join()
         _dw_l1_blocks(chosen)
+
+
+def test_the_cpu_chooses_by_its_l1_data_cache():
+    # dW's blocks, as a fresh process chooses them (the tests may have chosen here): 48 x 160
+    # where the L1 data cache holds 48 KiB or more, else (or where it is unknown) 96 x 800
+    try:
+        l1 = os.sysconf("SC_LEVEL1_DCACHE_SIZE")
+    except (ValueError, OSError):
+        l1 = 0
+    out = subprocess.run([sys.executable, "-c", "from bnnslstm._backward import _dw_l1_blocks; "
+                          "print(int(_dw_l1_blocks()))"], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ("1" if l1 >= 48 * 1024 else "0")

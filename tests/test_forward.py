@@ -446,6 +446,82 @@ def test_helper_thread_is_bit_identical():
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+# With h0 absent (zeros, spec 3.5) the first step's h0 W_h^T is 0, and from 32 rows on
+# (ZERO_START_MIN_ROWS) the time loops skip it when W_h is finite: the outputs, and after a
+# training forward the gradients, must be those of an explicit zero h0, whose product runs.
+# Every path: one thread (the first step packing W_h, or S = 1 keeping no panels), two
+# threads by rows, by units, by directions, frozen weights, lengths (the reverse direction
+# starts with its longest samples only).
+ZERO_START_CASES = {"one thread": (1, 32, False, None, 6), "one step": (1, 40, False, None, 1),
+                    "rows": (2, 40, False, None, 6), "units": (2, 40, False, None, 6),
+                    "directions": (2, 32, True, None, 6),
+                    "lengths": (1, 36, True, [6] * 20 + [3] * 15 + [1], 6)}
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+@pytest.mark.parametrize("case", list(ZERO_START_CASES))
+def test_zero_start_skips_the_first_product(rng, case, frozen):
+    from bnnslstm._forward import _row_splits, _zero_starts
+
+    threads, N, bidir, lengths, S = ZERO_START_CASES[case]
+    lstm = bl.LSTM(24, 168, 2, bidirectional=bidir, seed=1)
+    lstm.n_threads = threads
+    if frozen:
+        lstm.freeze()
+    x = rng.standard_normal((S, N, 24)).astype(np.float32)
+    zeros = np.zeros((2 * (1 + bidir), N, 168), np.float32)
+    _row_splits(case != "units")
+    try:
+        before = _zero_starts()
+        skipped = lstm.forward(x, lengths=lengths)
+        assert _zero_starts() - before == 2 * (1 + bidir), "the first products ran"
+        ran = lstm.forward(x, zeros, zeros, lengths=lengths)
+        assert _zero_starts() - before == 2 * (1 + bidir)
+        for a, b in zip((skipped[0],) + skipped[1], (ran[0],) + ran[1], strict=True):
+            assert np.array_equal(a, b)
+        if not frozen:            # training: the same cache, so the same gradients
+            lstm.n_threads = 1
+            dy = rng.standard_normal(skipped[0].shape).astype(np.float32)
+            grads = []
+            for h0 in (None, zeros):
+                lstm.forward(x, h0, lengths=lengths, training=True)
+                grads.append([*lstm.backward(dy)] + [lstm.grads[k] for k in sorted(lstm.grads)])
+            for a, b in zip(*grads, strict=True):
+                assert np.array_equal(a, b)
+    finally:
+        _row_splits(True)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_zero_start_runs_the_product_on_non_finite_weights(rng, bad):
+    # 0 * inf is NaN: with an inf or NaN in W_h the first step's product runs, so that the
+    # gates of its row are NaN from the first step on, as with an explicit zero h0; and below
+    # 32 rows the product runs whatever W_h holds
+    from bnnslstm._forward import _zero_starts
+
+    lstm = bl.LSTM(24, 40, seed=1)
+    lstm.params["w_h_forget_l0"][5, 7] = bad
+    x = rng.standard_normal((3, 32, 24)).astype(np.float32)
+    zeros = np.zeros((1, 32, 40), np.float32)
+    before = _zero_starts()
+    absent, given = lstm.forward(x), lstm.forward(x, zeros, zeros)
+    assert _zero_starts() == before, "skipped despite a non-finite W_h"
+    assert np.isnan(absent[0][0]).any()
+    for a, b in zip((absent[0],) + absent[1], (given[0],) + given[1], strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    lstm.params["w_h_forget_l0"][5, 7] = 0.0
+    lstm.forward(x[:, :31])
+    assert _zero_starts() == before, "skipped below 32 rows"
+    lstm.forward(x)
+    assert _zero_starts() == before + 1
+
+
+def test_zero_start_against_the_reference(rng):
+    # the skip against the float64 reference: h0 NULL, c0 given or NULL, 32 rows
+    for c0 in (False, True):
+        check(build(random_problem(rng, I=12, H=20, N=32, L=2, bidir=True, h0=False, c0=c0)))
+
+
 @pytest.mark.parametrize("N", [1, 20])
 @pytest.mark.parametrize("bidir", [False, True])
 def test_single_step_keeps_no_panels(rng, N, bidir):

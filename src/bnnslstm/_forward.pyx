@@ -69,16 +69,36 @@ cdef enum:
     # slower than one thread there). The Zen 1 (8 MiB of L3) had them tie at H = 512
     # (BENCHMARKS.md, 32nd and 38th sessions).
     ROWS_MAX_WH_BYTES = 16 << 20
+    # With a zero initial state (h0 NULL) the first step's h0 W_h^T is 0 when W_h is finite,
+    # which a scan of W_h tells: worth its read of W_h from this many rows (at H = 512 the
+    # product of 32 rows takes about 0.6 ms on one Zen 4 core, the scan of 4 MiB 0.05-0.15)
+    ZERO_START_MIN_ROWS = 32
 
 cdef extern from *:
     """
     #include <stdatomic.h>
+    #include <string.h>
     static atomic_ulong bl_helper_calls;   /* forward calls that ran the helper (tests) */
     static atomic_ulong bl_projection_chunks;  /* chunks the time loops projected (tests) */
     static atomic_ulong bl_unit_splits;        /* time loops split in units (tests) */
     static atomic_ulong bl_unit_moves;  /* chunks a unit split's thread took from the other's half */
     static atomic_ulong bl_row_splits;  /* time loops split in batch rows (tests) */
+    static atomic_ulong bl_zero_starts; /* directions whose first step skipped h0 W_h^T (tests) */
     static int bl_rows_rule_off;   /* tests and A/B timing: unit splits where rows_better */
+
+    /* Is every element of the rows x cols floats at W (row stride ld) finite? Exponent bits
+       all ones: inf or NaN, whose product with a zero state is NaN, not 0. */
+    static int bl_all_finite(const float *W, size_t rows, size_t cols, size_t ld)
+    {
+        unsigned bad = 0;
+        for (size_t r = 0; r < rows; r++)
+            for (size_t j = 0; j < cols; j++) {
+                unsigned u;
+                memcpy(&u, W + r * ld + j, sizeof u);
+                bad |= (~u & 0x7f800000u) == 0;
+            }
+        return !bad;
+    }
     static int bl_size_rule_off;   /* tests: a helper thread however small the call */
     """
     void count_call "atomic_fetch_add"(void *counter, unsigned long n) nogil
@@ -87,8 +107,10 @@ cdef extern from *:
     unsigned long bl_unit_splits
     unsigned long bl_unit_moves
     unsigned long bl_row_splits
+    unsigned long bl_zero_starts
     int bl_rows_rule_off
     int bl_size_rule_off
+    bint all_finite "bl_all_finite"(const float *W, size_t rows, size_t cols, size_t ld) nogil
 
 def _helper_calls() -> int:
     """How many forward calls so far ran a helper thread (lets tests see that it ran)."""
@@ -114,6 +136,10 @@ def _row_splits(rows_rule: bool | None = None) -> int:
     if rows_rule is not None:
         bl_rows_rule_off = not rows_rule
     return bl_row_splits
+
+def _zero_starts() -> int:
+    """How many time loops so far skipped their first step's product with a zero h0 (tests)."""
+    return bl_zero_starts
 
 def _simd_width() -> int:
     """The width in floats of the intrinsics passes of the default cell this CPU takes (8:
@@ -447,6 +473,7 @@ cdef struct Rows:
     float *yout
     float *pre
     float *cell
+    bint zero_start
 
 cdef struct Projection:
     # The input projection g = x W_x^T (DESIGN step 3), made by the time loop `steps` steps at
@@ -522,11 +549,12 @@ cdef void keep_initial(const LSTMPlan *p, const Workspace *w, size_t d, float *y
     memcpy(cs, w.c, N * H * sizeof(float))
 
 cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t n1,
-                    bl_helper *helper, bint pack_first, const Projection *x, float *tmp,
-                    float *yout, float *pre, float *cell) noexcept nogil:
+                    bl_helper *helper, bint pack_first, bint zero_start, const Projection *x,
+                    float *tmp, float *yout, float *pre, float *cell) noexcept nogil:
     """Steps of one direction for batch rows [n0, n1), which depend on no other row; helper:
     shares the panels of each product (NULL: none); pack_first: the first step (the caller
-    checked that it has active rows) packs W_h into w.whp as it multiplies by it; x.steps:
+    checked that it has active rows) packs W_h into w.whp as it multiplies by it;
+    zero_start: h0 W_h^T is 0 (zero_start_ok), so the first step only packs; x.steps:
     project the input (rows [n0, n1)) in chunks of that many steps, ahead of their
     recurrence."""
     cdef int H = <int>p.H, G = 4 * H
@@ -553,7 +581,10 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
         if h_in_y:
             hout = yout + t * N * H
         if n_end > n0:                                      # g += h W_h^T
-            if pack_first and S == 1:                       # no later step: no panels kept
+            if zero_start and step == 0:                    # h0 = 0: g += 0
+                if pack_first and S > 1:
+                    pack_gates(helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
+            elif pack_first and S == 1:                     # no later step: no panels kept
                 pgemm_direct(helper, <int>(n_end - n0), 4, H, H, hin + n0 * H, H, w.w.wh_cur,
                              w.w.ldwh, 1.0, g + n0 * G, G, w.wxbuf)
             elif pack_first and step == 0:
@@ -581,7 +612,7 @@ cdef void time_loop(const LSTMPlan *p, Workspace *w, size_t d, size_t n0, size_t
 cdef void rows_task(void *arg, int part) noexcept nogil:
     cdef Rows *r = <Rows *>arg
     time_loop(r.p, r.w, r.d, 0 if part == 0 else r.split, r.split if part == 0 else r.p.N,
-              NULL, False, r.x, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
+              NULL, False, r.zero_start, r.x, r.w.tmp + part * r.p.H, r.yout, r.pre, r.cell)
 
 cdef struct Units:
     # A direction's time loop in a unit split: each step's units go in chunks (unit_chunk
@@ -594,14 +625,16 @@ cdef struct Units:
     float *yout
     float *pre
     float *cell
+    bint zero_start
     atomic_ulong arrived
     atomic_ulong tickets
 
 cdef void units_chunk(Units *u, size_t t, size_t tc, size_t nc, size_t n_end,
-                      const float *hin, float *hout, int p0, int p1, bint rev) noexcept nogil:
+                      const float *hin, float *hout, int p0, int p1, bint rev,
+                      bint product) noexcept nogil:
     """Step t for units [16 p0, 16 p1): the projection of the chunk of steps starting here
-    (nc of them, from tc), the product with h (its gates last to first with rev), the
-    elementwise pass and the outputs."""
+    (nc of them, from tc), the product with h (its gates last to first with rev; none
+    without `product`: a zero start), the elementwise pass and the outputs."""
     cdef const LSTMPlan *p = u.p
     cdef Workspace *w = u.w
     cdef const Projection *x = u.x
@@ -613,7 +646,8 @@ cdef void units_chunk(Units *u, size_t t, size_t tc, size_t nc, size_t n_end,
         pgemm_units(<int>(nc * N), 4, H, x.in_w, x.x + tc * N * x.ldx, x.ldx, w.wxp, 0.0,
                     w.gates, G, p0, p1, False)
     if n_end > 0:                                           # g += h W_h^T, then the cell
-        pgemm_units(<int>n_end, 4, H, H, hin, H, w.whp, 1.0, g, G, p0, p1, rev)
+        if product:
+            pgemm_units(<int>n_end, 4, H, H, hin, H, w.whp, 1.0, g, G, p0, p1, rev)
         cell_default_rows(n_end, p.H, u0, u1, g, w.w.bias, w.c, hout,
                           u.pre + t * N * G if u.pre != NULL else NULL)
     for n in range(n_end, N):               # padded: h keeps the last active step's (D5)
@@ -659,7 +693,7 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
             j = chunk_at(taken if part == 0 else Q - 1 - taken, Q, step)
             taken += 1
             units_chunk(u, t, tc, nc, n_end, hin, hout, j * C, min(P, (j + 1) * C),
-                        (step & 1) ^ part)
+                        (step & 1) ^ part, step > 0 or not u.zero_start)
             ticket = claim(&u.tickets)
         if taken > home:
             count_call(&bl_unit_moves, taken - home)
@@ -671,6 +705,17 @@ cdef void units_loop(Units *u, int part) noexcept nogil:
 
 cdef void units_task(void *arg, int part) noexcept nogil:
     units_loop(<Units *>arg, part)
+
+cdef bint zero_start_ok(const LSTMPlan *p, const Workspace *w) noexcept nogil:
+    """May the first step skip h0 W_h^T? With h0 NULL (zeros, spec 3.5) every product is
+    +-0, so the gates are unchanged, unless W_h holds an inf or NaN (0 * inf is NaN): a scan
+    of W_h (the panels when frozen, w.whp) tells, from ZERO_START_MIN_ROWS rows on."""
+    cdef size_t H = p.H
+    if p.h0.data != NULL or p.N < ZERO_START_MIN_ROWS:
+        return False
+    if p.frozen != NULL:
+        return all_finite(w.whp, 1, 4 * packed_size(<int>H, <int>H), 0)
+    return all_finite(w.w.wh_cur, 4 * H, H, <size_t>w.w.ldwh)
 
 cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, const float *xin,
                         int ldx, int in_w, float *yout, float *pre,
@@ -690,6 +735,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     # the training forward within noise)
     cdef bint split_units = w.helper != NULL and units_split(p)
     cdef bint frozen = p.frozen != NULL
+    cdef bint zero_start
     cdef bint pack_first = not split_rows and not frozen \
         and batch_at(p, 0 if d == 0 else p.S - 1) > 0
     load_weights(p, &w.w, l, d, in_w)
@@ -699,6 +745,9 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         pack_gates(w.helper, 4, H, H, w.w.wh_cur, w.w.ldwh, w.whp)
     if w.w.wc_cur != NULL:
         pack_gates(w.helper, 4, H, H, w.w.wc_cur, w.w.ldwc, w.wcp)
+    zero_start = zero_start_ok(p, w)
+    if zero_start:
+        count_call(&bl_zero_starts, 1)
     # DESIGN step 3: the input projection of every step in one GEMM (which reads each block
     # of W_x once: packed as it goes, not beforehand), or in chunks inside the time loop.
     x.x, x.ldx, x.in_w = xin, ldx, in_w
@@ -721,6 +770,7 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
     if split_units:
         units.p, units.w, units.d, units.x = p, w, d, &x
         units.yout, units.pre, units.cell, units.arrived, units.tickets = yout, pre, cell, 0, 0
+        units.zero_start = zero_start
         run_parts(w.helper, units_task, &units)
         count_call(&bl_unit_splits, 1)
     elif split_rows:
@@ -729,10 +779,12 @@ cdef void run_direction(const LSTMPlan *p, Workspace *w, size_t l, size_t d, con
         rows.p, rows.w, rows.d, rows.yout, rows.pre, rows.cell = p, w, d, yout, pre, cell
         rows.x = &x
         rows.split = p.N // 2
+        rows.zero_start = zero_start
         run_parts(w.helper, rows_task, &rows)
         count_call(&bl_row_splits, 1)
     else:
-        time_loop(p, w, d, 0, p.N, w.helper, pack_first, &x, w.tmp, yout, pre, cell)
+        time_loop(p, w, d, 0, p.N, w.helper, pack_first, zero_start, &x, w.tmp, yout, pre,
+                  cell)
     store_state(&p.hn, l, d, p.N, p.H, w.h, False)
     store_state(&p.cn, l, d, p.N, p.H, w.c, False)
 

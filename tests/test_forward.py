@@ -516,6 +516,25 @@ def test_zero_start_runs_the_product_on_non_finite_weights(rng, bad):
     assert _zero_starts() == before + 1
 
 
+@pytest.mark.parametrize("extreme", [np.finfo(np.float32).max, -np.finfo(np.float32).max,
+                                     np.finfo(np.float32).smallest_subnormal, -0.0])
+def test_zero_start_skips_on_extreme_finite_weights(rng, extreme):
+    # the scan tells the exponent's all-ones (inf, NaN) from the largest finite value, the
+    # subnormals and -0: the product is skipped, and the outputs are an explicit zero h0's
+    from bnnslstm._forward import _zero_starts
+
+    lstm = bl.LSTM(24, 40, seed=1)
+    lstm.params["w_h_output_l0"][39, 39] = extreme
+    x = rng.standard_normal((3, 32, 24)).astype(np.float32)
+    zeros = np.zeros((1, 32, 40), np.float32)
+    before = _zero_starts()
+    absent = lstm.forward(x)
+    assert _zero_starts() == before + 1, "not skipped on a finite W_h"
+    given = lstm.forward(x, zeros, zeros)
+    for a, b in zip((absent[0],) + absent[1], (given[0],) + given[1], strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
 def test_zero_start_against_the_reference(rng):
     # the skip against the float64 reference: h0 NULL, c0 given or NULL, 32 rows
     for c0 in (False, True):

@@ -461,9 +461,10 @@ ZERO_START_CASES = {"one thread": (1, 32, False, None, 6), "one step": (1, 40, F
 @pytest.mark.parametrize("frozen", [False, True])
 @pytest.mark.parametrize("case", list(ZERO_START_CASES))
 def test_zero_start_skips_the_first_product(rng, case, frozen):
-    from bnnslstm._forward import _row_splits, _zero_starts
+    from bnnslstm._forward import _helper_calls, _row_splits, _unit_splits, _zero_starts
 
     threads, N, bidir, lengths, S = ZERO_START_CASES[case]
+    path = {"rows": _row_splits, "units": _unit_splits, "directions": _helper_calls}.get(case)
     lstm = bl.LSTM(24, 168, 2, bidirectional=bidir, seed=1)
     lstm.n_threads = threads
     if frozen:
@@ -472,15 +473,16 @@ def test_zero_start_skips_the_first_product(rng, case, frozen):
     zeros = np.zeros((2 * (1 + bidir), N, 168), np.float32)
     _row_splits(case != "units")
     try:
-        before = _zero_starts()
+        before, before_path = _zero_starts(), path() if path else 0
         skipped = lstm.forward(x, lengths=lengths)
         assert _zero_starts() - before == 2 * (1 + bidir), "the first products ran"
+        if path:
+            assert path() - before_path == (1 if case == "directions" else 2), "not " + case
         ran = lstm.forward(x, zeros, zeros, lengths=lengths)
         assert _zero_starts() - before == 2 * (1 + bidir)
         for a, b in zip((skipped[0],) + skipped[1], (ran[0],) + ran[1], strict=True):
             assert np.array_equal(a, b)
         if not frozen:            # training: the same cache, so the same gradients
-            lstm.n_threads = 1
             dy = rng.standard_normal(skipped[0].shape).astype(np.float32)
             grads = []
             for h0 in (None, zeros):

@@ -494,6 +494,24 @@ def test_zero_start_skips_the_first_product(rng, case, frozen):
         _row_splits(True)
 
 
+def without_and_with_zero_h0(lstm: bl.LSTM, x: np.ndarray) -> tuple[int, tuple]:
+    """The forward without h0 and c0, then with explicit zeros (whose product runs): the
+    same outputs, NaNs included. Returns how many first products the first call skipped (the
+    second skips none), and its outputs."""
+    from bnnslstm._forward import _zero_starts
+
+    zeros = np.zeros((lstm.num_layers * lstm.num_directions, x.shape[1], lstm.hidden_size),
+                     np.float32)
+    before = _zero_starts()
+    absent = lstm.forward(x)
+    skipped = _zero_starts() - before
+    given = lstm.forward(x, zeros, zeros)
+    assert _zero_starts() - before == skipped, "skipped with an explicit h0"
+    for a, b in zip((absent[0],) + absent[1], (given[0],) + given[1], strict=True):
+        assert np.array_equal(a, b, equal_nan=True)
+    return skipped, absent
+
+
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_zero_start_runs_the_product_on_non_finite_weights(rng, bad):
     # 0 * inf is NaN: with an inf or NaN in W_h the first step's product runs, so that the
@@ -504,14 +522,11 @@ def test_zero_start_runs_the_product_on_non_finite_weights(rng, bad):
     lstm = bl.LSTM(24, 40, seed=1)
     lstm.params["w_h_forget_l0"][5, 7] = bad
     x = rng.standard_normal((3, 32, 24)).astype(np.float32)
-    zeros = np.zeros((1, 32, 40), np.float32)
-    before = _zero_starts()
-    absent, given = lstm.forward(x), lstm.forward(x, zeros, zeros)
-    assert _zero_starts() == before, "skipped despite a non-finite W_h"
+    skipped, absent = without_and_with_zero_h0(lstm, x)
+    assert skipped == 0, "skipped despite a non-finite W_h"
     assert np.isnan(absent[0][0]).any()
-    for a, b in zip((absent[0],) + absent[1], (given[0],) + given[1], strict=True):
-        assert np.array_equal(a, b, equal_nan=True)
     lstm.params["w_h_forget_l0"][5, 7] = 0.0
+    before = _zero_starts()
     lstm.forward(x[:, :31])
     assert _zero_starts() == before, "skipped below 32 rows"
     lstm.forward(x)
@@ -523,18 +538,11 @@ def test_zero_start_runs_the_product_on_non_finite_weights(rng, bad):
 def test_zero_start_skips_on_extreme_finite_weights(rng, extreme):
     # the scan tells the exponent's all-ones (inf, NaN) from the largest finite value, the
     # subnormals and -0: the product is skipped, and the outputs are an explicit zero h0's
-    from bnnslstm._forward import _zero_starts
-
     lstm = bl.LSTM(24, 40, seed=1)
     lstm.params["w_h_output_l0"][39, 39] = extreme
     x = rng.standard_normal((3, 32, 24)).astype(np.float32)
-    zeros = np.zeros((1, 32, 40), np.float32)
-    before = _zero_starts()
-    absent = lstm.forward(x)
-    assert _zero_starts() == before + 1, "not skipped on a finite W_h"
-    given = lstm.forward(x, zeros, zeros)
-    for a, b in zip((absent[0],) + absent[1], (given[0],) + given[1], strict=True):
-        assert np.array_equal(a, b, equal_nan=True)
+    skipped, _ = without_and_with_zero_h0(lstm, x)
+    assert skipped == 1, "not skipped on a finite W_h"
 
 
 def test_zero_start_against_the_reference(rng):

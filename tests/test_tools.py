@@ -1,6 +1,7 @@
 """tools/kernels.c, the kernels' own speed outside Python: it builds against the installed
 headers with the command its header gives, and its products agree with a double-precision
-reference (it exits 1 otherwise)."""
+reference (it exits 1 otherwise). Also the per-ISA builds of the kernels and passes, and
+tools/tsan_ours.py, the verdict of the ThreadSanitizer run."""
 
 from __future__ import annotations
 
@@ -293,3 +294,42 @@ def test_arm64_kernels_and_cell_passes_compute_right(tmp_path, cc):
             "-Dbl_grad_default_rows_body=bl_grad_default_rows_c"]
     _, run = run_passes(command, same, tmp_path, runner=["qemu-aarch64"])
     assert run.returncode == 0 and "0 values off" in run.stdout, run.stdout + run.stderr
+
+
+OTHERS_ONLY = """==================
+WARNING: ThreadSanitizer: data race (pid=4848)
+  Write of size 8 at 0x7ba400069200 by main thread:
+    #0 free ../../../../src/libsanitizer/tsan/tsan_interceptors_posix.cpp:706 (libtsan.so+0x47e82)
+    #1 array_dealloc <null> (_multiarray_umath.cpython-311-x86_64-linux-gnu.so+0x175312)
+
+  Previous write of size 8 at 0x7ba400069200 by thread T4:
+    #0 memset sanitizer_common_interceptors.inc:799 (libtsan.so+0x5cbc4)
+    #1 dgemm_beta_SKYLAKEX <null> (libscipy_openblas64_-32a4b2a6.so+0xc78582)
+
+SUMMARY: ThreadSanitizer: data race in array_dealloc
+==================
+"""
+OURS = OTHERS_ONLY.replace(
+    "#1 array_dealloc <null>",
+    "#1 bl_pgemm_block ../src/bnnslstm/_pgemm.h:416 "
+    "(_forward.cpython-311-x86_64-linux-gnu.so+0x54b0a)")
+
+
+@pytest.mark.skipif(not (ROOT / "tools" / "tsan_ours.py").exists(),
+                    reason="not a source tree: no tools/")
+def test_tsan_filter_fails_on_our_frames_only(tmp_path):
+    """tools/sanitize.sh tsan decides with tools/tsan_ours.py: a report with a frame of ours
+    fails the run, reports in other libraries' threads alone do not, and no log is no report."""
+    def run(*texts: str) -> subprocess.CompletedProcess:
+        paths = []
+        for i, text in enumerate(texts):
+            paths.append(tmp_path / f"tsan.{i}")
+            paths[-1].write_text(text)
+        return subprocess.run([sys.executable, str(ROOT / "tools" / "tsan_ours.py"), *paths],
+                              capture_output=True, text=True, timeout=60)
+    ours = run(OTHERS_ONLY, OURS)
+    assert ours.returncode == 1 and "2 reports, 1 with a bnnslstm frame" in ours.stdout
+    assert ours.stdout.count("WARNING: ThreadSanitizer") == 1 and "bl_pgemm_block" in ours.stdout
+    others = run(OTHERS_ONLY + OTHERS_ONLY)
+    assert others.returncode == 0 and "2 reports, 0 with" in others.stdout, others.stdout
+    assert run().returncode == 0

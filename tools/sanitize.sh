@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# Memory-safety runs (issue: reliability), outside CI's time budget:
+# Memory-safety and data-race runs (issue: reliability), outside CI's time budget:
 #   tools/sanitize.sh asan       AddressSanitizer build, the kernel test subset under it
 #   tools/sanitize.sh valgrind   valgrind memcheck on a smaller subset
-# Each builds bnnslstm into its own virtual environment (debug info, -O1) and exits non-zero
+#   tools/sanitize.sh tsan       ThreadSanitizer build, the tests that run two threads
+# Each builds bnnslstm into its own virtual environment (debug info, -O2) and exits non-zero
 # on any reported error. Results of the last run are in docs/reliability.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-asan}"
+case "$mode" in
+    asan | valgrind | tsan) ;;
+    *) echo "usage: tools/sanitize.sh [asan|valgrind|tsan]" >&2; exit 2 ;;
+esac
 venv="${TMPDIR:-/tmp}/bl-sanitize-$mode-venv"   # no "bnnslstm" in it: the filter reads paths
 rm -rf "$venv" "build-$mode"
 python3 -m venv "$venv"
@@ -25,6 +30,25 @@ if [ "$mode" = asan ]; then
     LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
     BNNSLSTM_FUZZ_EXAMPLES=300 python -m pytest -q -p no:cacheprovider "${SUBSET[@]}"
+elif [ "$mode" = tsan ]; then
+    python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
+        -Csetup-args=-Db_sanitize=thread -Csetup-args=-Db_lundef=false \
+        -Csetup-args=-Dbuildtype=debugoptimized .
+    # Our threads (the helper, the unit and row splits, the direction lanes, the shared
+    # products' claims) are created and synchronized in instrumented code. numpy's and scipy's
+    # OpenBLAS threads are not, and TSan reports their hand-offs (the tests' float64
+    # references): log every report, then fail on those with a frame of ours. TSan cannot
+    # follow a fork of a threaded process, so the test that forks is left out.
+    log="${TMPDIR:-/tmp}/bnnslstm-tsan"
+    rm -f "$log".*
+    LD_PRELOAD="$(gcc -print-file-name=libtsan.so)" \
+    TSAN_OPTIONS="halt_on_error=0 exitcode=0 die_after_fork=0 log_path=$log" \
+    BNNSLSTM_FUZZ_EXAMPLES=50 python -m pytest -q -p no:cacheprovider tests/test_worker.py \
+        tests/test_forward.py tests/test_backward.py tests/test_frozen.py tests/test_layer.py \
+        tests/test_reliability.py \
+        --deselect tests/test_worker.py::test_fork_child_starts_its_own_worker
+    shopt -s nullglob
+    python tools/tsan_ours.py "$log".*
 else
     python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
         -Csetup-args=-Dbuildtype=debugoptimized .

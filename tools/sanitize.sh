@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Memory-safety and data-race runs (issue: reliability), outside CI's time budget:
+# Memory-safety, data-race and undefined-behaviour runs (issue: reliability), outside CI's time
+# budget:
 #   tools/sanitize.sh asan       AddressSanitizer build, the kernel test subset under it
 #   tools/sanitize.sh valgrind   valgrind memcheck on a smaller subset
 #   tools/sanitize.sh tsan       ThreadSanitizer build, the tests that run two threads
+#   tools/sanitize.sh ubsan      UndefinedBehaviorSanitizer build, the kernel tests under it
 # Each builds bnnslstm into its own virtual environment (debug info, -O2) and exits non-zero
 # on any reported error. Results of the last run are in docs/reliability.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-asan}"
 case "$mode" in
-    asan | valgrind | tsan) ;;
-    *) echo "usage: tools/sanitize.sh [asan|valgrind|tsan]" >&2; exit 2 ;;
+    asan | valgrind | tsan | ubsan) ;;
+    *) echo "usage: tools/sanitize.sh [asan|valgrind|tsan|ubsan]" >&2; exit 2 ;;
 esac
 venv="${TMPDIR:-/tmp}/bl-sanitize-$mode-venv"   # no "bnnslstm" in it: the filter reads paths
 rm -rf "$venv" "build-$mode"
@@ -49,6 +51,19 @@ elif [ "$mode" = tsan ]; then
         --deselect tests/test_worker.py::test_fork_child_starts_its_own_worker
     shopt -s nullglob
     python tools/tsan_ours.py "$log".*
+elif [ "$mode" = ubsan ]; then
+    python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
+        -Csetup-args=-Db_sanitize=undefined -Csetup-args=-Db_lundef=false \
+        -Csetup-args=-Dbuildtype=debugoptimized .
+    # Any undefined behaviour (overflow, a bad shift or index, a misaligned or null access)
+    # aborts its test process, which fails the run. The checks change how gcc vectorizes and
+    # contracts the cell pass's C clone, so the test comparing it bit for bit with the
+    # intrinsics pass is left out (it fails under the checks alone, with no report).
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 BNNSLSTM_FUZZ_EXAMPLES=300 \
+        python -m pytest -q -p no:cacheprovider "${SUBSET[@]}" tests/test_pgemm.py \
+        tests/test_bgemm.py tests/test_cell.py tests/test_frozen.py tests/test_projection.py \
+        tests/test_subnormals.py tests/test_worker.py tests/test_reliability.py \
+        --deselect tests/test_cell.py::test_forward_pass_matches_c
 else
     python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
         -Csetup-args=-Dbuildtype=debugoptimized .

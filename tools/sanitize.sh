@@ -10,8 +10,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-asan}"
-case "$mode" in
-    asan | valgrind | tsan | ubsan) ;;
+case "$mode" in           # meson's b_sanitize for each mode (valgrind: none)
+    asan) sanitize=address ;;
+    tsan) sanitize=thread ;;
+    ubsan) sanitize=undefined ;;
+    valgrind) sanitize= ;;
     *) echo "usage: tools/sanitize.sh [asan|valgrind|tsan|ubsan]" >&2; exit 2 ;;
 esac
 venv="${TMPDIR:-/tmp}/bl-sanitize-$mode-venv"   # no "bnnslstm" in it: the filter reads paths
@@ -21,21 +24,20 @@ python3 -m venv "$venv"
 . "$venv/bin/activate"
 python -m pip install --quiet meson-python meson ninja "Cython>=3.0.8" scipy numpy pytest \
     hypothesis
+build=(-Csetup-args=-Dbuildtype=debugoptimized)
+if [ -n "$sanitize" ]; then     # its runtime resolves at load time: no --no-undefined
+    build+=(-Csetup-args=-Db_sanitize="$sanitize" -Csetup-args=-Db_lundef=false)
+fi
+python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" "${build[@]}" .
 SUBSET=(tests/test_forward.py tests/test_backward.py tests/test_validation.py
         tests/test_training_cache.py tests/test_fuzz.py tests/test_layer.py)
 if [ "$mode" = asan ]; then
-    python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
-        -Csetup-args=-Db_sanitize=address -Csetup-args=-Db_lundef=false \
-        -Csetup-args=-Dbuildtype=debugoptimized .
     # Python itself is not instrumented: preload the runtime; CPython's own allocations are
     # not leaks of ours, so leak detection is off (use valgrind for that).
     LD_PRELOAD="$(gcc -print-file-name=libasan.so)" \
     ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1 \
     BNNSLSTM_FUZZ_EXAMPLES=300 python -m pytest -q -p no:cacheprovider "${SUBSET[@]}"
 elif [ "$mode" = tsan ]; then
-    python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
-        -Csetup-args=-Db_sanitize=thread -Csetup-args=-Db_lundef=false \
-        -Csetup-args=-Dbuildtype=debugoptimized .
     # Our threads (the helper, the unit and row splits, the direction lanes, the shared
     # products' claims) are created and synchronized in instrumented code. numpy's and scipy's
     # OpenBLAS threads are not, and TSan reports their hand-offs (the tests' float64
@@ -52,9 +54,6 @@ elif [ "$mode" = tsan ]; then
     shopt -s nullglob
     python tools/tsan_ours.py "$log".*
 elif [ "$mode" = ubsan ]; then
-    python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
-        -Csetup-args=-Db_sanitize=undefined -Csetup-args=-Db_lundef=false \
-        -Csetup-args=-Dbuildtype=debugoptimized .
     # Any undefined behaviour (overflow, a bad shift or index, a misaligned or null access)
     # aborts its test process, which fails the run. The checks change how gcc vectorizes and
     # contracts the cell pass's C clone, so the test comparing it bit for bit with the
@@ -65,8 +64,6 @@ elif [ "$mode" = ubsan ]; then
         tests/test_subnormals.py tests/test_worker.py tests/test_reliability.py \
         --deselect tests/test_cell.py::test_forward_pass_matches_c
 else
-    python -m pip install --quiet --no-build-isolation -Cbuild-dir="build-$mode" \
-        -Csetup-args=-Dbuildtype=debugoptimized .
     # An uninstrumented CPython gives memcheck false positives (vectorized memcmp, its own
     # allocator, glibc's loader); a suppression for "any Python frame" would also hide ours,
     # since our frames always sit above Python's. So: log everything, then fail on any error
